@@ -1,0 +1,21 @@
+"""Keras 3 weight constraints in `keras.ops`: one import for JAX, TensorFlow and PyTorch."""
+
+from kconstraints._base import Constraint
+from kconstraints.norm import MaxNorm, MinMaxNorm, UnitNorm
+from kconstraints.serialization import deserialize, get, serialize
+from kconstraints.value import CenterAround, Clip, NonNeg
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CenterAround",
+    "Clip",
+    "Constraint",
+    "MaxNorm",
+    "MinMaxNorm",
+    "NonNeg",
+    "UnitNorm",
+    "deserialize",
+    "get",
+    "serialize",
+]

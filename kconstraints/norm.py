@@ -1,0 +1,157 @@
+"""Norm constraints: each slice along `axis` is one vector, projected as a whole.
+
+`axis` follows `keras.constraints`: it names the axes a norm is taken over.
+For a Dense kernel of shape `(input_dim, units)`, `axis=0` constrains the
+incoming weight vector of each unit. For a Conv2D kernel of shape
+`(rows, cols, in_channels, filters)`, `axis=[0, 1, 2]` constrains each
+filter. `axis=None` treats the whole tensor as one vector; negative axes work.
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+from kconstraints._base import (
+    Constraint,
+    check_axis,
+    check_number,
+    clamp,
+    l2_norms,
+    register,
+    resolve_axis,
+    safe_divisor,
+    upcast,
+)
+
+
+class _NormConstraint(Constraint):
+    """Shared: rescale each slice by `factor(norms)`, computed in float32 or wider."""
+
+    def _norms(self, w):
+        x = upcast(w)
+        axes = resolve_axis(type(self).__name__, self.axis, x.shape)
+        return x, l2_norms(x, axes)
+
+
+@register
+class MaxNorm(_NormConstraint):
+    """Bounded norm: the projection onto `{w : ||w_slice||_2 <= max_value}`.
+
+    `P(w) = w * min(1, max_value / ||w||)` per slice. Unlike
+    `keras.constraints.MaxNorm`, a slice inside the ball is returned
+    unchanged (Keras divides by `norm + 1e-7`), and float16/bfloat16 norms are
+    computed in float32 (Keras turns the float16 column [300, 400] into
+    zeros under `MaxNorm(1000)`, because 300**2 overflows float16).
+
+    Args:
+        max_value: the largest allowed Euclidean norm of a slice (>= 0).
+        axis: the axes a norm is taken over (see the module docstring):
+            `0` for a Dense kernel, `[0, 1, 2]` for a Conv2D kernel.
+
+    Returns:
+        A tensor of the weight's shape and dtype.
+
+    Example:
+
+    >>> import keras, kconstraints
+    >>> w = keras.ops.convert_to_tensor([[3.0, 0.3], [4.0, 0.4]])
+    >>> keras.ops.convert_to_numpy(kconstraints.MaxNorm(1.0, axis=0)(w)).astype(float).round(3).tolist()
+    [[0.6, 0.3], [0.8, 0.4]]
+    """
+
+    def __init__(self, max_value=2, axis=0):
+        name = type(self).__name__
+        check_number(name, "max_value", max_value, low=0)
+        self.max_value = max_value
+        self.axis = check_axis(name, axis)
+
+    def project(self, w):
+        x, norms = self._norms(w)
+        scale = ops.where(
+            norms > self.max_value, self.max_value / safe_divisor(norms), ops.ones_like(norms)
+        )
+        return x * ops.cast(scale, x.dtype)
+
+
+@register
+class UnitNorm(_NormConstraint):
+    """Unit norm: the projection onto the sphere `{w : ||w_slice||_2 = 1}`.
+
+    `P(w) = w / ||w||` per slice. An all-zero slice has no nearest point on
+    the sphere (every point is as near); it is returned as zeros, never NaN.
+
+    Args:
+        axis: the axes a norm is taken over (see the module docstring):
+            `0` for a Dense kernel, `[0, 1, 2]` for a Conv2D kernel.
+
+    Returns:
+        A tensor of the weight's shape and dtype.
+
+    Example:
+
+    >>> import keras, kconstraints
+    >>> w = keras.ops.convert_to_tensor([[3.0], [4.0]])
+    >>> keras.ops.convert_to_numpy(kconstraints.UnitNorm(axis=0)(w)).astype(float).round(3).tolist()
+    [[0.6], [0.8]]
+    """
+
+    def __init__(self, axis=0):
+        self.axis = check_axis(type(self).__name__, axis)
+
+    def project(self, w):
+        x, norms = self._norms(w)
+        return x / safe_divisor(norms)
+
+
+@register
+class MinMaxNorm(_NormConstraint):
+    """Norm in a range: each slice's norm is moved into `[min_value, max_value]`.
+
+    With `rate=1` this is the projection onto the shell
+    `{w : min_value <= ||w_slice||_2 <= max_value}`:
+    `P(w) = w * clip(||w||, min_value, max_value) / ||w||`. With `rate < 1`
+    the norm moves only that fraction of the way, as in Keras
+    (`norm' = rate * clip(norm) + (1 - rate) * norm`), which is not a
+    projection. An all-zero slice has no direction to scale and stays zero.
+
+    Args:
+        min_value: the smallest allowed norm (>= 0).
+        max_value: the largest allowed norm (>= `min_value`).
+        rate: the fraction of the way to move, in (0, 1].
+        axis: the axes a norm is taken over (see the module docstring):
+            `0` for a Dense kernel, `[0, 1, 2]` for a Conv2D kernel.
+
+    Returns:
+        A tensor of the weight's shape and dtype.
+
+    Example:
+
+    >>> import keras, kconstraints
+    >>> w = keras.ops.convert_to_tensor([[0.3, 30.0], [0.4, 40.0]])
+    >>> c = kconstraints.MinMaxNorm(min_value=1.0, max_value=2.0, axis=0)
+    >>> keras.ops.convert_to_numpy(c(w)).astype(float).round(3).tolist()
+    [[0.6, 1.2], [0.8, 1.6]]
+    """
+
+    def __init__(self, min_value=0.0, max_value=1.0, rate=1.0, axis=0):
+        name = type(self).__name__
+        check_number(name, "min_value", min_value, low=0)
+        check_number(name, "max_value", max_value, low=0)
+        if max_value < min_value:
+            raise ValueError(
+                f"{name}: `min_value` must be <= `max_value`, got "
+                f"min_value={min_value!r}, max_value={max_value!r}."
+            )
+        check_number(name, "rate", rate, low=0, high=1, low_open=True)
+        self.min_value = min_value
+        self.max_value = max_value
+        self.rate = rate
+        self.axis = check_axis(name, axis)
+
+    def project(self, w):
+        x, norms = self._norms(w)
+        target = clamp(norms, self.min_value, self.max_value)
+        if self.rate != 1:
+            target = self.rate * target + (1 - self.rate) * norms
+        scale = ops.where(norms > 0, target / safe_divisor(norms), ops.ones_like(norms))
+        return x * ops.cast(scale, x.dtype)

@@ -1,0 +1,84 @@
+"""Backend glue for the tests: conversion, dtypes, jit, tolerances.
+
+The only backend-specific code of the test suite lives here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+import numpy as np
+from keras import ops
+
+BACKEND = keras.backend.backend()
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+# Relative machine epsilon of each dtype.
+EPS = {"float16": 2.0**-10, "bfloat16": 2.0**-7, "float32": 2.0**-23, "float64": 2.0**-52}
+
+
+def tol(dtype, scale=1.0, factor=64):
+    """Absolute tolerance for values of magnitude `scale` in `dtype`."""
+    return factor * EPS[dtype] * max(1.0, float(scale))
+
+
+def to_np(x):
+    """Any backend tensor or variable -> float64 NumPy."""
+    x = ops.convert_to_numpy(ops.cast(x, "float32") if _is_bf16(x) else x)
+    return np.asarray(x, dtype="float64")
+
+
+def _is_bf16(x):
+    return keras.backend.standardize_dtype(x.dtype) == "bfloat16"
+
+
+def tensor(x, dtype="float32"):
+    return ops.convert_to_tensor(np.asarray(x, dtype="float64"), dtype=dtype)
+
+
+def dtype_of(x):
+    return keras.backend.standardize_dtype(x.dtype)
+
+
+@contextlib.contextmanager
+def float64_enabled():
+    """JAX truncates float64 to float32 unless x64 mode is on: switch it on here."""
+    if BACKEND != "jax":
+        yield
+        return
+    import jax
+
+    old = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", old)
+
+
+def jit(fn):
+    """Compile `fn` with the backend's compiler: jax.jit, TF XLA or torch.compile."""
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(fn)
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    import torch
+
+    return torch.compile(fn)
+
+
+def sample(shape, kind="normal", seed=0):
+    """Test inputs: 'normal', 'ties' (few distinct values, many zeros), 'large' (~1e6)."""
+    rng = np.random.default_rng(seed)
+    if kind == "normal":
+        return rng.normal(size=shape)
+    if kind == "ties":
+        return rng.integers(-2, 3, size=shape) * 0.5
+    if kind == "large":
+        return rng.normal(size=shape) * 1e6
+    raise ValueError(kind)

@@ -1,0 +1,148 @@
+"""One property suite for every constraint.
+
+A test module lists its constraints as `Case`s and subclasses
+`PropertySuite`; `conftest.pytest_generate_tests` parametrizes each test
+method over the module's cases. Every case carries a float64 NumPy reference
+of its projection, written in the test suite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+import kconstraints
+from tests.helpers import EPS, FLOAT_DTYPES, float64_enabled, jit, sample, tensor, to_np, tol
+
+
+@dataclasses.dataclass
+class Case:
+    constraint: object
+    shape: tuple
+    reference: Callable[[np.ndarray], np.ndarray]
+    # A convex set: the projection is non-expansive and satisfies the
+    # variational inequality <w - P(w), z - P(w)> <= 0 for feasible z.
+    convex: bool = True
+    # Input kinds this case is tested on (see helpers.sample).
+    kinds: tuple = ("normal", "ties", "large")
+    # Relative tolerance factor (iterative methods get more).
+    factor: float = 64
+
+    def __str__(self):
+        return f"{self.constraint!r}-{self.shape}"
+
+
+def parametrize_suite(metafunc):
+    cls = metafunc.cls
+    if cls is None or not issubclass(cls, PropertySuite):
+        return
+    cases = cls.cases
+    if getattr(metafunc.function, "convex_only", False):
+        cases = [c for c in cases if c.convex]
+    if "case" in metafunc.fixturenames:
+        metafunc.parametrize("case", cases, ids=[str(c) for c in cases])
+
+
+def convex_only(fn):
+    fn.convex_only = True
+    return fn
+
+
+def _project(case, w, dtype="float32"):
+    return to_np(case.constraint(tensor(w, dtype)))
+
+
+def _scale(w):
+    return float(np.max(np.abs(w), initial=1.0))
+
+
+class PropertySuite:
+    cases: list = []
+
+    @pytest.mark.parametrize("kind", ["normal", "ties", "large"])
+    def test_matches_reference(self, case, kind):
+        if kind not in case.kinds:
+            pytest.skip(f"{kind} inputs are out of scope for {case}")
+        w = sample(case.shape, kind, seed=1)
+        got = _project(case, w)
+        want = case.reference(w)
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol("float32", _scale(w), case.factor))
+
+    @pytest.mark.parametrize("kind", ["normal", "ties", "large"])
+    def test_feasible_input_unchanged(self, case, kind):
+        if kind not in case.kinds:
+            pytest.skip(f"{kind} inputs are out of scope for {case}")
+        z = case.reference(sample(case.shape, kind, seed=2))
+        z32 = z.astype("float32").astype("float64")
+        got = _project(case, z32)
+        np.testing.assert_allclose(got, z32, rtol=0, atol=tol("float32", _scale(z), case.factor))
+
+    @pytest.mark.parametrize("kind", ["normal", "ties", "large"])
+    def test_idempotent(self, case, kind):
+        if kind not in case.kinds:
+            pytest.skip(f"{kind} inputs are out of scope for {case}")
+        once = _project(case, sample(case.shape, kind, seed=3))
+        twice = _project(case, once)
+        np.testing.assert_allclose(
+            twice, once, rtol=0, atol=tol("float32", _scale(once), case.factor)
+        )
+
+    @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+    def test_dtype_and_shape(self, case, dtype):
+        w = sample(case.shape, "normal", seed=4)
+        with float64_enabled():
+            x = tensor(w, dtype)
+            out = case.constraint(x)
+            from tests.helpers import dtype_of
+
+            assert dtype_of(x) == dtype
+            assert dtype_of(out) == dtype
+            assert tuple(out.shape) == tuple(case.shape)
+            got = to_np(out)
+        # Half precision: compare with the reference of the rounded input.
+        w_rounded = to_np(x)
+        want = case.reference(w_rounded)
+        np.testing.assert_allclose(
+            got, want, rtol=0, atol=tol(dtype, _scale(want), 4 * case.factor)
+        )
+
+    def test_config_round_trip(self, case):
+        config = json.loads(json.dumps(kconstraints.serialize(case.constraint)))
+        clone = kconstraints.deserialize(config)
+        assert type(clone) is type(case.constraint)
+        assert clone.get_config() == case.constraint.get_config()
+        w = sample(case.shape, "normal", seed=5)
+        np.testing.assert_array_equal(_project(case, w), to_np(clone(tensor(w))))
+
+    def test_jit_matches_eager(self, case):
+        w = tensor(sample(case.shape, "normal", seed=6))
+        compiled = jit(lambda x: case.constraint(x))
+        np.testing.assert_allclose(
+            to_np(compiled(w)),
+            to_np(case.constraint(w)),
+            rtol=0,
+            atol=tol("float32", 10, case.factor),
+        )
+
+    def test_zeros_give_no_nan(self, case):
+        got = _project(case, np.zeros(case.shape))
+        assert np.all(np.isfinite(got)), got
+
+    @convex_only
+    def test_nonexpansive(self, case):
+        a, b = sample(case.shape, "normal", seed=7), sample(case.shape, "normal", seed=8) * 3
+        pa, pb = _project(case, a), _project(case, b)
+        assert np.linalg.norm(pa - pb) <= np.linalg.norm(a - b) * (1 + 1e-5)
+
+    @convex_only
+    def test_optimal(self, case):
+        w = sample(case.shape, "normal", seed=9) * 2
+        p = _project(case, w)
+        for seed in range(10, 15):
+            z = case.reference(sample(case.shape, "normal", seed=seed) * 3)
+            inner = float(np.sum((w - p) * (z - p)))
+            assert inner <= 1e3 * EPS["float32"] * _scale(w) * np.sqrt(w.size) * _scale(z), inner
