@@ -1,7 +1,7 @@
 """Keras 3 weight constraints in `keras.ops`: one import for JAX, TensorFlow and PyTorch."""
 
 from kconstraints._base import Constraint
-from kconstraints.norm import MaxNorm, MinMaxNorm, UnitNorm
+from kconstraints.norm import L1Ball, MaxNorm, MinMaxNorm, Simplex, UnitNorm
 from kconstraints.serialization import deserialize, get, serialize
 from kconstraints.value import CenterAround, Clip, NonNeg
 
@@ -11,9 +11,11 @@ __all__ = [
     "CenterAround",
     "Clip",
     "Constraint",
+    "L1Ball",
     "MaxNorm",
     "MinMaxNorm",
     "NonNeg",
+    "Simplex",
     "UnitNorm",
     "deserialize",
     "get",
