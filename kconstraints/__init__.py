@@ -1,8 +1,10 @@
 """Keras 3 weight constraints in `keras.ops`: one import for JAX, TensorFlow and PyTorch."""
 
+from kconstraints import callbacks
 from kconstraints._base import Constraint
 from kconstraints.norm import L1Ball, MaxNorm, MinMaxNorm, Simplex, UnitNorm
 from kconstraints.serialization import deserialize, get, serialize
+from kconstraints.training import Variable, constrain, constrained_variables, project, violations
 from kconstraints.value import CenterAround, Clip, NonNeg
 
 __version__ = "0.1.0"
@@ -17,7 +19,13 @@ __all__ = [
     "NonNeg",
     "Simplex",
     "UnitNorm",
+    "Variable",
+    "callbacks",
+    "constrain",
+    "constrained_variables",
     "deserialize",
     "get",
+    "project",
     "serialize",
+    "violations",
 ]

@@ -1,0 +1,241 @@
+"""Constraints outside the optimizer step: project now, measure violations, constrain a variable.
+
+Keras 3 applies `variable.constraint` in one place only: inside
+`optimizer.apply`, right after the update of a trainable variable. Everything
+else escapes it: initial weights, `set_weights()`, loaded checkpoints, the
+moving average that `use_ema=True` writes back at the end of `fit()`,
+non-trainable variables, and the steps a `LossScaleOptimizer` skips.
+`project` closes those gaps on demand, `violations` measures them, and
+`constrain` / `Variable` attach a constraint to a standalone variable, which
+`keras.Variable(..., constraint=...)` silently does not do.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+
+import keras
+from keras import ops
+
+from kconstraints._base import upcast
+from kconstraints.serialization import get
+
+
+def _variables(obj, out, seen):
+    if isinstance(obj, keras.Variable):
+        if id(obj) not in seen:
+            seen.add(id(obj))
+            out.append(obj)
+    elif isinstance(obj, keras.layers.Layer):
+        # On JAX, fit() keeps the live weights in its own state and writes them
+        # back at the end of each epoch, over whatever was assigned meanwhile.
+        # Syncing first makes the variables current, and tells the trainer to
+        # read them back before its next step, so a projection made from a
+        # callback lands. The method exists on JAX models only.
+        sync = getattr(obj, "jax_state_sync", None)
+        if callable(sync):
+            sync()
+        for v in obj.weights:
+            _variables(v, out, seen)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            _variables(item, out, seen)
+    else:
+        raise TypeError(
+            "Expected a keras.Variable, a layer or model, or a list of them, "
+            f"got {obj!r} of type {type(obj).__name__}."
+        )
+    return out
+
+
+def constrained_variables(obj):
+    """The variables of `obj` that carry a constraint, each once, in order.
+
+    Args:
+        obj: a `keras.Variable`, a layer or model (all its weights, trainable
+            or not), or a (nested) list of these.
+
+    Returns:
+        A list of `keras.Variable`.
+    """
+    return [v for v in _variables(obj, [], set()) if getattr(v, "constraint", None) is not None]
+
+
+def _value(variable):
+    # stop_gradient: on torch a parameter's value requires grad, and the
+    # projection must not build an autograd graph.
+    return ops.stop_gradient(ops.convert_to_tensor(variable.value))
+
+
+def project(obj):
+    """Apply every variable's constraint now: `w <- P(w)` for each constrained variable.
+
+    The optimizer projects a trainable variable only after updating it. Call
+    this after building a model, after `set_weights()` or `load_weights()`,
+    and after anything else that writes weights, so that the model starts,
+    and runs inference, inside its constraint set. Non-trainable variables
+    with a constraint, which the optimizer never touches, are projected too.
+
+    During `fit()` on JAX, pass the model (not one of its layers or
+    variables): the model's training state is synced first, so the
+    projection is not lost when the trainer writes its state back.
+
+    Args:
+        obj: a `keras.Variable`, a layer or model, or a (nested) list of these.
+
+    Returns:
+        The number of variables projected.
+
+    Example:
+
+    >>> import keras, kconstraints
+    >>> layer = keras.layers.Dense(2, kernel_constraint=kconstraints.NonNeg())
+    >>> layer.build((3,))
+    >>> _ = layer.kernel.assign(-keras.ops.ones((3, 2)))
+    >>> kconstraints.project(layer)
+    1
+    >>> float(keras.ops.convert_to_numpy(keras.ops.min(layer.kernel.value)))
+    0.0
+    """
+    variables = constrained_variables(obj)
+    for v in variables:
+        v.assign(v.constraint(_value(v)))
+    return len(variables)
+
+
+def _unique(path, taken):
+    key, n = path, 1
+    while key in taken:
+        n += 1
+        key = f"{path}#{n}"
+    return key
+
+
+def violations(obj):
+    """The largest violation of each constrained variable: `max |w - P(w)|`.
+
+    Zero exactly when the variable is in its constraint's set (for a true
+    projection; a constraint that only moves part of the way, such as
+    `MinMaxNorm(rate < 1)`, reports how far its next step would move).
+    Half-precision weights are compared in float32.
+
+    Args:
+        obj: a `keras.Variable`, a layer or model, or a (nested) list of these.
+
+    Returns:
+        A dict from each constrained variable's `path` to a Python float. Two
+        variables with the same path get keys `path` and `path#2`.
+
+    Example:
+
+    >>> import keras, kconstraints
+    >>> v = kconstraints.Variable([-0.5, 2.0], constraint=kconstraints.NonNeg(), project=False, name="scale")
+    >>> kconstraints.violations(v)
+    {'scale': 0.5}
+    """
+    out = {}
+    for v in constrained_variables(obj):
+        w = _value(v)
+        if not all(w.shape):  # no entries, no violation
+            worst = 0.0
+        else:
+            gap = ops.abs(upcast(w) - upcast(ops.convert_to_tensor(v.constraint(w))))
+            worst = float(ops.convert_to_numpy(ops.max(gap)))
+        out[_unique(v.path, out)] = worst
+    return out
+
+
+def _warn_if_frozen(variable, constraint):
+    if not variable.trainable:
+        warnings.warn(
+            f"Variable {variable.path!r} is not trainable, so the optimizer never applies "
+            f"its constraint {constraint!r}; call kconstraints.project() to apply it.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def constrain(variable, constraint, *, project=True):
+    """Give an existing `keras.Variable` a constraint that the optimizer honours.
+
+    `optimizer.apply` reads `variable.constraint` after each update, so
+    setting that attribute is all Keras needs; this function checks its
+    argument, resolves `constraint` like `kconstraints.get`, and by default
+    projects the current value at once so the variable starts feasible. It
+    warns when the variable is not trainable: the optimizer never updates it,
+    so only `kconstraints.project` would apply the constraint.
+
+    Args:
+        variable: a `keras.Variable`.
+        constraint: a constraint instance, a callable, a config dict, a
+            class name or alias (`"non_neg"`), or `None` to remove it.
+        project: project the current value now (default `True`).
+
+    Returns:
+        The variable itself.
+
+    Example:
+
+    >>> import keras, kconstraints
+    >>> v = kconstraints.constrain(keras.Variable([-1.0, 3.0]), "non_neg")
+    >>> keras.ops.convert_to_numpy(v.value).tolist()
+    [0.0, 3.0]
+    """
+    if not isinstance(variable, keras.Variable):
+        raise TypeError(
+            f"constrain: expected a keras.Variable, got {type(variable).__name__}; "
+            "a backend-native variable or tensor has no constraint Keras's optimizer reads."
+        )
+    constraint = get(constraint)
+    variable.constraint = constraint
+    if constraint is not None:
+        _warn_if_frozen(variable, constraint)
+        if project:
+            variable.assign(constraint(_value(variable)))
+    return variable
+
+
+# The arguments keras.Variable really takes; it accepts and drops any other.
+_VARIABLE_ARGS = frozenset(inspect.signature(keras.Variable.__init__).parameters) - {
+    "self",
+    "kwargs",
+}
+
+
+def Variable(
+    initializer, shape=None, dtype=None, trainable=True, *, constraint=None, project=True, **kwargs
+):
+    """`keras.Variable` with a `constraint=` argument that is kept, not dropped.
+
+    `keras.Variable(value, constraint=c)` accepts the keyword and throws it
+    away (it swallows every unknown keyword), so the optimizer never applies
+    `c`. This function creates the variable with `keras.Variable` and then
+    calls `constrain`. Any other keyword that `keras.Variable` would silently
+    ignore (a misspelling, `regularizer=`) raises a `TypeError` here.
+
+    Args:
+        initializer, shape, dtype, trainable: as for `keras.Variable`.
+        constraint: as for `constrain`.
+        project: project the initial value at once (default `True`).
+        **kwargs: the other arguments of `keras.Variable` (`name`,
+            `autocast`, `aggregation`, `synchronization`, `layout`).
+
+    Returns:
+        A `keras.Variable` (this is a function, not a subclass).
+
+    Example:
+
+    >>> import kconstraints
+    >>> v = kconstraints.Variable([-1.0, 3.0], constraint=kconstraints.NonNeg())
+    >>> v.constraint
+    NonNeg()
+    """
+    unknown = sorted(set(kwargs) - _VARIABLE_ARGS)
+    if unknown:
+        raise TypeError(
+            f"kconstraints.Variable: keras.Variable would silently ignore {unknown}; "
+            f"it takes {sorted(_VARIABLE_ARGS)} (and `constraint` here)."
+        )
+    variable = keras.Variable(initializer, shape=shape, dtype=dtype, trainable=trainable, **kwargs)
+    return constrain(variable, constraint, project=project)

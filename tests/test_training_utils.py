@@ -1,0 +1,206 @@
+"""`project`, `violations`, `constrain` and `Variable`: constraints outside the optimizer step."""
+
+import keras
+import numpy as np
+import pytest
+
+import kconstraints as kc
+from tests.helpers import BACKEND, EPS, FLOAT_DTYPES, float64_enabled, to_np, tol
+from tests.test_training import constrained, data, dense_model, push_outside
+
+
+def gap(variable):
+    """max |w - P(w)| computed apart from `violations`, in float64 NumPy."""
+    w = variable.value
+    return float(np.max(np.abs(to_np(w) - to_np(variable.constraint(w)))))
+
+
+class Shifted(keras.layers.Layer):
+    """A layer with a constrained non-trainable variable that fit() never projects."""
+
+    def build(self, input_shape):
+        self.shift = self.add_weight(
+            shape=(input_shape[-1],), initializer="zeros", trainable=False, constraint=kc.NonNeg()
+        )
+
+    def call(self, x):
+        return x + self.shift
+
+
+def scaled_model():
+    """dense_model behind a Shifted layer: a constrained non-trainable variable too."""
+    inner, shape = dense_model()
+    return keras.Sequential([keras.Input(shape), Shifted(), inner]), shape
+
+
+def pick(model, how):
+    if how == "model":
+        return model
+    if how == "layers":
+        return model.layers
+    if how == "variables":
+        return model.weights
+    return [model.layers[1], [model.weights, model.layers[:1]]]  # nested, overlapping
+
+
+@pytest.mark.parametrize("how", ["model", "layers", "variables", "nested"])
+def test_project_makes_every_constrained_weight_feasible(how):
+    keras.utils.set_random_seed(0)
+    model, _ = scaled_model()
+    push_outside(model)
+    variables = constrained(model)
+    assert len(variables) == 7  # 6 trainable kernels and biases, 1 non-trainable
+    free = {v.path: to_np(v.value) for v in model.weights if v.constraint is None}
+
+    assert kc.project(pick(model, how)) == len(variables)
+
+    for v in variables:
+        assert gap(v) <= tol("float32", 3.0), v.path
+    for v in model.weights:  # unconstrained weights are left alone
+        if v.constraint is None:
+            np.testing.assert_array_equal(to_np(v.value), free[v.path])
+
+
+def test_project_of_a_feasible_model_changes_nothing():
+    model, _ = dense_model()
+    kc.project(model)
+    before = [to_np(v.value) for v in model.weights]
+    kc.project(model)
+    for b, v in zip(before, model.weights, strict=True):
+        np.testing.assert_allclose(to_np(v.value), b, rtol=0, atol=tol("float32"))
+
+
+def test_violations_match_an_independent_computation():
+    keras.utils.set_random_seed(0)
+    model, _ = scaled_model()
+    push_outside(model)
+    found = kc.violations(model)
+    assert list(found) == [v.path for v in constrained(model)]
+    for v in constrained(model):
+        assert isinstance(found[v.path], float)
+        assert found[v.path] == pytest.approx(gap(v), rel=1e-6)
+    assert min(found.values()) > 0.0
+    kc.project(model)
+    assert max(kc.violations(model).values()) <= tol("float32", 3.0)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_project_and_violations_in_every_dtype(dtype):
+    with float64_enabled():
+        v = kc.Variable(
+            [[-2.0, 1.0], [3.0, -0.25]], dtype=dtype, constraint=kc.MaxNorm(1.0), project=False
+        )
+        worst = kc.violations(v)[v.path]
+        # Column 0 = (-2, 3) is scaled onto the unit ball: its 3 moves the most.
+        assert worst == pytest.approx(3.0 - 3.0 / np.hypot(2.0, 3.0), rel=0, abs=12 * EPS[dtype])
+        assert kc.project(v) == 1
+        assert keras.backend.standardize_dtype(v.dtype) == dtype
+        assert kc.violations(v)[v.path] <= tol(dtype, 3.0)
+
+
+def test_violations_of_known_values_and_edge_cases():
+    a = kc.Variable([-0.5, 2.0], constraint=kc.NonNeg(), project=False, name="w")
+    b = kc.Variable([0.5, -3.0], constraint=kc.NonNeg(), project=False, name="w")
+    empty = kc.Variable(np.zeros((0, 3)), constraint=kc.MaxNorm(1.0), name="empty")
+    free = keras.Variable([-1.0], name="free")
+    assert kc.violations([a, b, empty, free, a]) == {"w": 0.5, "w#2": 3.0, "empty": 0.0}
+    assert kc.violations([]) == {}
+    assert kc.project(free) == 0
+
+
+@pytest.mark.parametrize("bad", [np.ones(3), "model", None, 3.0])
+def test_project_and_violations_reject_what_is_not_a_variable_or_layer(bad):
+    for fn in (kc.project, kc.violations):
+        with pytest.raises(TypeError, match="keras.Variable, a layer or model"):
+            fn(bad)
+
+
+def apply_step(variable, grad):
+    """One optimizer step on a standalone variable, as a custom loop does it."""
+    opt = keras.optimizers.SGD(1.0)
+    grad = keras.ops.convert_to_tensor(grad, dtype=variable.dtype)
+    if BACKEND == "torch":
+        import torch
+
+        with torch.no_grad():
+            opt.apply([grad], [variable])
+    else:
+        opt.apply([grad], [variable])
+
+
+def test_keras_variable_drops_its_constraint_and_constrain_restores_it():
+    # The Keras behaviour this module works around; if Keras starts keeping
+    # the argument, `Variable`'s docstring and the README need updating.
+    plain = keras.Variable([1.0, 2.0], constraint=kc.NonNeg())
+    assert plain.constraint is None
+    apply_step(plain, [3.0, 0.0])
+    assert to_np(plain.value).tolist() == [-2.0, 2.0]  # the optimizer never projected
+
+    kept = kc.constrain(keras.Variable([1.0, 2.0]), kc.NonNeg())
+    apply_step(kept, [3.0, 0.0])
+    assert to_np(kept.value).tolist() == [0.0, 2.0]
+
+
+@pytest.mark.parametrize("make", ["Variable", "constrain"])
+def test_a_constrained_standalone_variable_starts_feasible_unless_asked(make):
+    def build(project):
+        if make == "Variable":
+            return kc.Variable([-1.0, 2.0], constraint="non_neg", project=project)
+        return kc.constrain(keras.Variable([-1.0, 2.0]), "non_neg", project=project)
+
+    assert to_np(build(True).value).tolist() == [0.0, 2.0]
+    v = build(False)
+    assert isinstance(v.constraint, kc.NonNeg)
+    assert to_np(v.value).tolist() == [-1.0, 2.0]
+
+
+def test_constrain_accepts_identifiers_and_none():
+    v = kc.constrain(keras.Variable([1.0]), {"class_name": "Clip", "config": {"min_value": 0.0}})
+    assert isinstance(v.constraint, kc.Clip)
+    assert kc.constrain(v, None).constraint is None
+    with pytest.raises(ValueError, match="Unknown constraint identifier"):
+        kc.constrain(v, "no_such_constraint")
+
+
+def test_constrain_warns_that_the_optimizer_skips_a_non_trainable_variable():
+    with pytest.warns(UserWarning, match="not trainable.*kconstraints.project"):
+        v = kc.Variable([-1.0], trainable=False, constraint=kc.NonNeg())
+    assert to_np(v.value).tolist() == [0.0]
+
+
+@pytest.mark.parametrize("bad", [np.ones(3), [1.0, 2.0]])
+def test_constrain_rejects_what_is_not_a_keras_variable(bad):
+    with pytest.raises(TypeError, match="expected a keras.Variable"):
+        kc.constrain(bad, kc.NonNeg())
+
+
+def test_variable_rejects_keywords_keras_would_drop():
+    with pytest.raises(TypeError, match=r"silently ignore \['regularizer'\]"):
+        kc.Variable([1.0], constraint=kc.NonNeg(), regularizer="l2")
+    v = kc.Variable([1.0], constraint=kc.NonNeg(), name="kept", aggregation="mean")
+    assert (v.name, v.aggregation) == ("kept", "mean")
+
+
+class ProjectEachBatch(keras.callbacks.Callback):
+    """Holds the model itself: Keras's `Callback.model` would sync JAX's state on its own."""
+
+    def __init__(self, target):
+        super().__init__()
+        self.target = target
+
+    def on_train_batch_end(self, batch, logs=None):
+        kc.project(self.target)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["eager", "jit"])
+def test_a_projection_made_from_a_callback_lands(jit_compile):
+    """On JAX, fit() writes its own copy of the state back at epoch end; project syncs first."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    layer = Shifted()
+    model = keras.Model(inputs, keras.layers.Dense(1)(layer(inputs)))
+    layer.shift.assign([-1.0, 2.0, -3.0, 4.0])
+    model.compile(keras.optimizers.SGD(0.01), "mse", jit_compile=jit_compile)
+    x, y = data((4,))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[ProjectEachBatch(model)])
+    assert to_np(layer.shift.value).tolist() == [0.0, 2.0, 0.0, 4.0]
