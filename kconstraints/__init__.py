@@ -3,6 +3,7 @@
 from kconstraints import callbacks
 from kconstraints._base import Constraint
 from kconstraints.norm import L1Ball, MaxNorm, MinMaxNorm, Simplex, UnitNorm
+from kconstraints.order import Monotonic
 from kconstraints.serialization import deserialize, get, serialize
 from kconstraints.training import Variable, constrain, constrained_variables, project, violations
 from kconstraints.value import CenterAround, Clip, NonNeg
@@ -16,6 +17,7 @@ __all__ = [
     "L1Ball",
     "MaxNorm",
     "MinMaxNorm",
+    "Monotonic",
     "NonNeg",
     "Simplex",
     "UnitNorm",
