@@ -2,6 +2,7 @@
 
 from kconstraints import callbacks
 from kconstraints._base import Constraint
+from kconstraints.matrix import PSD, LowRank, Orthogonal, SpectralNorm, Symmetric
 from kconstraints.norm import L1Ball, MaxNorm, MinMaxNorm, Simplex, UnitNorm
 from kconstraints.order import Monotonic
 from kconstraints.serialization import deserialize, get, serialize
@@ -11,15 +12,20 @@ from kconstraints.value import CenterAround, Clip, NonNeg
 __version__ = "0.1.0"
 
 __all__ = [
+    "PSD",
     "CenterAround",
     "Clip",
     "Constraint",
     "L1Ball",
+    "LowRank",
     "MaxNorm",
     "MinMaxNorm",
     "Monotonic",
     "NonNeg",
+    "Orthogonal",
     "Simplex",
+    "SpectralNorm",
+    "Symmetric",
     "UnitNorm",
     "Variable",
     "callbacks",
