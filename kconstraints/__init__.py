@@ -6,6 +6,7 @@ from kconstraints.matrix import PSD, LowRank, Orthogonal, SpectralNorm, Symmetri
 from kconstraints.norm import L1Ball, MaxNorm, MinMaxNorm, Simplex, UnitNorm
 from kconstraints.order import Monotonic
 from kconstraints.serialization import deserialize, get, serialize
+from kconstraints.structure import Fixed, Mask, Partial
 from kconstraints.training import Variable, constrain, constrained_variables, project, violations
 from kconstraints.value import CenterAround, Clip, NonNeg
 
@@ -16,13 +17,16 @@ __all__ = [
     "CenterAround",
     "Clip",
     "Constraint",
+    "Fixed",
     "L1Ball",
     "LowRank",
+    "Mask",
     "MaxNorm",
     "MinMaxNorm",
     "Monotonic",
     "NonNeg",
     "Orthogonal",
+    "Partial",
     "Simplex",
     "SpectralNorm",
     "Symmetric",

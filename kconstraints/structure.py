@@ -1,0 +1,178 @@
+"""Structure constraints: which entries are free, held at a value, or constrained.
+
+A mask is an array of 0/1 (or booleans) of the weight's shape, or of a shape
+that broadcasts to it: `(1, units)` for one pattern per unit of a Dense
+kernel `(input_dim, units)`, `(input_dim, 1)` for one per input. Masks and
+values are stored in the config as lists, so they survive `.keras` save and
+load.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from keras import ops
+
+from kconstraints._base import Constraint, check_array, register
+from kconstraints.serialization import get
+
+
+def check_mask(owner, name, mask):
+    """0/1 numbers or booleans, returned as a NumPy array (booleans stay booleans)."""
+    try:
+        arr = np.asarray(mask)
+    except ValueError:  # ragged: check_array names the problem
+        arr = None
+    if arr is None or arr.dtype != bool:
+        arr = check_array(owner, name, mask)
+        if not np.isin(arr, (0.0, 1.0)).all():
+            bad = np.unique(arr[~np.isin(arr, (0.0, 1.0))])[:3].tolist()
+            raise ValueError(f"{owner}: `{name}` must hold only 0 and 1 (or booleans), got {bad}.")
+    return arr
+
+
+def fit_to(owner, name, arr, x):
+    """`arr` as a tensor of `x`'s dtype, after checking it broadcasts to `x`'s shape."""
+    shape = tuple(x.shape)
+    arr = np.asarray(arr)
+    try:
+        fits = np.broadcast_shapes(arr.shape, shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"{owner}: `{name}` of shape {arr.shape} does not fit the weight's shape {shape}."
+        )
+    return ops.convert_to_tensor(arr, dtype=x.dtype)
+
+
+class _Masked(Constraint):
+    """Shared: a 0/1 `mask` checked in `__init__` and matched to the weight at call time."""
+
+    elementwise = True
+
+    def _where(self, w):
+        owner = type(self).__name__
+        return fit_to(owner, "mask", self.mask, w) != 0
+
+
+@register
+class Mask(_Masked):
+    """Fixed sparsity pattern: entries where `mask` is 0 are held at 0.
+
+    The set is the subspace `{w : w[mask == 0] = 0}` and the projection is
+    `P(w) = w * mask`: a fixed connectivity (pruned, block-diagonal, local)
+    that training can not grow back.
+
+    Args:
+        mask: 0/1 numbers or booleans, of the weight's shape or broadcastable
+            to it (see the module docstring).
+
+    Returns:
+        A tensor of the weight's shape and dtype.
+
+    Example:
+
+    >>> import keras, kconstraints
+    >>> c = kconstraints.Mask([[1, 0], [1, 1]])
+    >>> layer = keras.layers.Dense(2, kernel_constraint=c)
+    >>> w = keras.ops.convert_to_tensor([[0.5, 0.7], [-0.2, 0.3]])
+    >>> keras.ops.convert_to_numpy(c(w)).astype(float).round(3).tolist()
+    [[0.5, 0.0], [-0.2, 0.3]]
+    """
+
+    def __init__(self, mask):
+        self.mask = check_mask(type(self).__name__, "mask", mask)
+
+    def project(self, w):
+        return ops.where(self._where(w), w, ops.zeros_like(w))
+
+
+@register
+class Fixed(_Masked):
+    """Frozen entries: where `mask` is 1 the weight is held at `values`; the rest is free.
+
+    The set is the affine subspace `{w : w[mask == 1] = values[mask == 1]}`
+    and the projection is `P(w) = where(mask, values, w)`.
+
+    Args:
+        mask: 0/1 numbers or booleans marking the frozen entries, of the
+            weight's shape or broadcastable to it (see the module docstring).
+        values: the values of the frozen entries: a number, or an array of
+            the weight's shape (or broadcastable to it). Entries where `mask`
+            is 0 are ignored.
+
+    Returns:
+        A tensor of the weight's shape and dtype.
+
+    Example:
+
+    >>> import keras, kconstraints
+    >>> c = kconstraints.Fixed([[1, 0], [0, 1]], values=1.0)  # an identity diagonal
+    >>> w = keras.ops.convert_to_tensor([[0.5, 0.7], [-0.2, 0.3]])
+    >>> keras.ops.convert_to_numpy(c(w)).astype(float).round(3).tolist()
+    [[1.0, 0.7], [-0.2, 1.0]]
+    """
+
+    def __init__(self, mask, values=0.0):
+        name = type(self).__name__
+        self.mask = check_mask(name, "mask", mask)
+        self._values = check_array(name, "values", values)
+        try:
+            np.broadcast_shapes(self.mask.shape, self._values.shape)
+        except ValueError as err:
+            raise ValueError(
+                f"{name}: `mask` of shape {self.mask.shape} and `values` of shape "
+                f"{self._values.shape} do not broadcast together."
+            ) from err
+        self.values = self._values if self._values.ndim else float(self._values)
+
+    def project(self, w):
+        values = fit_to(type(self).__name__, "values", self._values, w)
+        return ops.where(self._where(w), values, w)
+
+
+@register
+class Partial(_Masked):
+    """An elementwise constraint applied only where `mask` is 1; the rest is left free.
+
+    With `C` the set of the inner constraint, the set is
+    `{w : w[mask == 1] in C}` and, because the inner projection acts on each
+    entry alone, `P(w) = where(mask, inner(w), w)`. This is what an
+    input-convex network needs: `Partial(NonNeg(), mask)` on the kernel of a
+    Dense layer fed by `concat([z, x])` keeps the z-path weights non-negative
+    and leaves the pass-through x-path weights free. A constraint that acts
+    on whole slices (`MaxNorm`, `Simplex`, ...) has no meaning on part of a
+    slice and is refused.
+
+    Args:
+        constraint: an elementwise constraint (`NonNeg`, `Clip`, `Mask`,
+            `Fixed`, a `Compose` of those), an instance, name or config.
+        mask: 0/1 numbers or booleans marking the constrained entries, of the
+            weight's shape or broadcastable to it (see the module docstring).
+
+    Returns:
+        A tensor of the weight's shape and dtype.
+
+    Example:
+
+    >>> import keras, kconstraints
+    >>> # a kernel whose first two rows are fed by z (constrained), the last by x (free)
+    >>> c = kconstraints.Partial(kconstraints.NonNeg(), mask=[[1], [1], [0]])
+    >>> w = keras.ops.convert_to_tensor([[-0.5, 0.7], [0.2, -0.3], [-0.4, -0.1]])
+    >>> keras.ops.convert_to_numpy(c(w)).astype(float).round(3).tolist()
+    [[0.0, 0.7], [0.2, 0.0], [-0.4, -0.1]]
+    """
+
+    def __init__(self, constraint, mask):
+        name = type(self).__name__
+        self.constraint = get(constraint)
+        if not getattr(self.constraint, "elementwise", False):
+            raise ValueError(
+                f"{name}: `constraint` must be elementwise (act on each entry alone), got "
+                f"{self.constraint!r}, which acts on whole slices or does not say it is "
+                "elementwise; apply it to the whole weight or use kconstraints' twin."
+            )
+        self.mask = check_mask(name, "mask", mask)
+
+    def project(self, w):
+        return ops.where(self._where(w), self.constraint(w), w)
