@@ -29,8 +29,9 @@ def install(session, backend, *groups):
 @nox.parametrize("backend", BACKENDS)
 def tests(session, backend):
     """Run the whole test suite, doctests included, under one Keras backend."""
-    install(session, backend, "test")
-    env = {"KERAS_BACKEND": backend, **QUIET_TF}
+    # optax (bench group) is the JAX-only alternative the benchmark tests compare with.
+    install(session, backend, "test", *(["bench"] if backend == "jax" else []))
+    env = {"KERAS_BACKEND": backend, "KCONSTRAINTS_EXPECT_DEVICE": "cpu", **QUIET_TF}
     session.run("pytest", *session.posargs, env=env)
 
 
@@ -48,3 +49,26 @@ def demo(session):
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")  # Keras's own default
     install(session, backend)
     session.run("python", "examples/demo.py", env={"KERAS_BACKEND": backend, **QUIET_TF})
+
+
+@nox.session(default=False)
+def bench(session):
+    """Benchmark every constraint on every backend; arguments go to `python -m benchmarks`."""
+    groups = nox.project.dependency_groups(PYPROJECT, "bench")
+    session.install("-c", PINS, ".[jax,tensorflow-cpu,torch]", *groups)
+    session.run("python", "-m", "benchmarks", *session.posargs, env=QUIET_TF)
+
+
+@nox.session(default=False)
+def docs(session):
+    """Build the documentation site with mkdocs in strict mode (any warning fails)."""
+    session.install(".", *nox.project.dependency_groups(PYPROJECT, "docs"))
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site")
+
+
+@nox.session(venv_backend="none", default=False)
+@nox.parametrize("backend", BACKENDS)
+def gpu(session, backend):
+    """The test suite on this machine's own packages, checking that arrays live on the GPU."""
+    env = {"KERAS_BACKEND": backend, "KCONSTRAINTS_EXPECT_DEVICE": "gpu", **QUIET_TF}
+    session.run("python", "-m", "pytest", *session.posargs, env=env, external=True)

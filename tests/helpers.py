@@ -82,3 +82,30 @@ def sample(shape, kind="normal", seed=0):
     if kind == "large":
         return rng.normal(size=shape) * 1e6
     raise ValueError(kind)
+
+
+def device_kind(x):
+    """'gpu' or 'cpu': where a backend tensor or Keras variable's value lives."""
+    if BACKEND == "jax":
+        return "gpu" if any(d.platform in ("gpu", "cuda", "rocm") for d in x.devices()) else "cpu"
+    if BACKEND == "tensorflow":
+        return "gpu" if "GPU" in x.device.upper() else "cpu"
+    return "gpu" if x.device.type == "cuda" else "cpu"
+
+
+def gradient(fn, x):
+    """The gradient of a scalar function at `x`, by the backend's own autodiff."""
+    if BACKEND == "jax":
+        import jax
+
+        return jax.grad(fn)(x)
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+        return tape.gradient(y, x)
+    x = x.detach().clone().requires_grad_(True)
+    fn(x).backward()
+    return x.grad

@@ -1,0 +1,97 @@
+"""Projection cost: one compiled call of each constraint against a copy of the same array.
+
+The copy (`-w`, which no compiler can elide) reads and writes every entry
+once, so its time is the memory-bandwidth floor of any projection.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from benchmarks.backend import BACKEND, compile_fn, to_device
+from benchmarks.cases import twins_for
+from benchmarks.timing import time_group
+
+COPY = ("copy", "copy")
+
+
+def kernel_shape(size):
+    """A near-square Dense kernel `(input_dim, units)` of about `size` entries."""
+    rows = math.isqrt(size)
+    return (rows, size // rows)
+
+
+def groups(config, cases):
+    """(shape, [(case, impl, impl_name, make)]) for every weight shape timed."""
+    out = []
+    plain = [c for c in cases if c.family != "matrix"]
+    for size in config.sizes:
+        cap = config.max_reduction_size
+        chosen = [c for c in plain if c.family == "elementwise" or cap is None or size <= cap]
+        chosen = [c for c in chosen if c.max_size is None or size <= c.max_size]
+        out.append((kernel_shape(size), chosen))
+    square = [c for c in cases if c.family == "matrix"]
+    if square:
+        out.extend(((n, n), square) for n in config.matrix_sizes)
+    contenders = []
+    for shape, chosen in out:
+        row = []
+        for case in chosen:
+            row.append((case, "kconstraints", f"kconstraints.{case.name}", case.make))
+            row.extend(
+                (case, t.library, t.name, t.make) for t in twins_for(case, BACKEND) if t.make
+            )
+        contenders.append((shape, row))
+    return contenders
+
+
+def run(config, cases, progress):
+    """Time every case and twin at every shape; return one record per timing."""
+    records = []
+    plan = groups(config, cases)
+    rng = np.random.default_rng(0)
+    for shape, row in plan:
+        w = to_device(rng.normal(size=shape).astype(config.dtype))
+        calls, meta = {COPY: _compiled(lambda w: -w, w)}, {COPY: ("copy", "-w", "copy")}
+        for case, impl, impl_name, make in row:
+            key = (case.name, impl)
+            fn = make(shape)
+            if fn is not None:
+                calls[key] = _compiled(fn, w)
+                meta[key] = (case.name, impl_name, case.family)
+        progress.set_postfix_str(f"projection {shape}")
+        timed = time_group(calls, config, progress.update)
+        copy_s = timed[COPY].get("time_s")
+        size = math.prod(shape)
+        nbytes = 2 * size * np.dtype(config.dtype).itemsize
+        for key, result in timed.items():
+            case_name, impl_name, family = meta[key]
+            record = {
+                "case": case_name,
+                "impl": key[1],
+                "impl_name": impl_name,
+                "family": family,
+                "shape": list(shape),
+                "size": size,
+                "dtype": config.dtype,
+                **result,
+            }
+            if "time_s" in result:
+                record["bandwidth_gbs"] = nbytes / result["time_s"] / 1e9
+                if copy_s:
+                    record["ratio_to_copy"] = result["time_s"] / copy_s
+            records.append(record)
+    return records
+
+
+def steps(config, cases):
+    """How many progress steps `run` takes: a compile and `repeats` rounds per group."""
+    plan = groups(config, cases)
+    return sum(len(row) + 1 + config.repeats for _, row in plan)
+
+
+def _compiled(fn, w):
+    compiled = compile_fn(fn)
+    return lambda: compiled(w)

@@ -1,0 +1,74 @@
+"""Wall-clock timing of compiled calls, taken in rounds so that drift hits every contender."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+
+from benchmarks.backend import sync
+
+
+def error_record(err) -> dict:
+    """What a result holds for a contender that failed: the error, not a time."""
+    return {"error": f"{type(err).__name__}: {err}"[:500]}
+
+
+def time_group(calls: dict, config, on_step=None) -> dict:
+    """Median seconds per call of each zero-argument callable in `calls`.
+
+    Each callable runs once to compile (timed apart), `config.warmup` more
+    times, then `config.repeats` rounds in which every callable in turn runs
+    as many calls as fill `config.min_time` seconds, the device synchronised before the clock is
+    read. Timing the contenders round by round, rather than one after the
+    other, spreads any change in the machine's load (other processes, clock
+    boost) over all of them instead of biasing one.
+
+    A callable that raises is left out of the rounds, its error recorded.
+    `on_step()` is called after each compile and after each round.
+    """
+    on_step = on_step or (lambda: None)
+    results, number = {}, {}
+    for key, call in calls.items():
+        try:
+            start = time.perf_counter()
+            sync(call())
+            compile_s = time.perf_counter() - start
+            for _ in range(config.warmup):
+                sync(call())
+            number[key] = calibrate(call, config.min_time)
+        except Exception as err:  # an alternative that fails to compile is a result too
+            results[key] = error_record(err)
+            on_step()
+            continue
+        results[key] = {"compile_s": compile_s, "number": number[key], "times_s": []}
+        on_step()
+    for _ in range(config.repeats):
+        for key, n in number.items():
+            call = calls[key]
+            start = time.perf_counter()
+            for _ in range(n):
+                out = call()
+            sync(out)
+            results[key]["times_s"].append((time.perf_counter() - start) / n)
+        on_step()
+    for key in number:
+        results[key]["time_s"] = statistics.median(results[key]["times_s"])
+    return results
+
+
+def calibrate(call, min_time, trials=3):
+    """How many calls fill `min_time` seconds, from the fastest of a few single calls.
+
+    The fastest, because one call slowed down by another process would
+    otherwise leave `number` at 1, and a lone synchronised call measures
+    latency where a run of calls measures throughput.
+    """
+    best = math.inf
+    for _ in range(trials):
+        start = time.perf_counter()
+        sync(call())
+        best = min(best, time.perf_counter() - start)
+        if best >= min_time:
+            break
+    return max(1, min(2**20, math.ceil(min_time / max(best, 1e-9))))

@@ -1,0 +1,106 @@
+"""The benchmarks: every constraint has a case, each case times what it claims, --quick works."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import kconstraints as kc
+from benchmarks import report
+from benchmarks.cases import CASES, twins_for
+from benchmarks.config import Config
+from benchmarks.worker import run_backend
+from tests.helpers import BACKEND, sample, tensor, to_np
+
+# Keras traces its dtype lattice (an lru_cache) inside torch.compile.
+pytestmark = pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")
+
+# Dense kernels (input_dim, units), tall and square, and a Conv2D kernel.
+SHAPES = {"dense": (6, 5), "square": (5, 5), "conv2d": (3, 3, 4, 4)}
+
+
+def exported_constraints():
+    return sorted(
+        name
+        for name in kc.__all__
+        if isinstance(getattr(kc, name), type)
+        and issubclass(getattr(kc, name), kc.Constraint)
+        and name != "Constraint"
+    )
+
+
+def test_every_exported_constraint_has_a_case():
+    missing = set(exported_constraints()) - {c.name for c in CASES}
+    assert not missing, f"add a Case to benchmarks/cases.py for {sorted(missing)}"
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_case_and_its_twins_project_onto_the_same_set(case, shape):
+    """A comparison is fair only if both sides compute the same projection."""
+    constraint = case.make(shape)
+    if constraint is None:
+        # Only square-matrix constraints (Symmetric, PSD) leave a kernel free.
+        assert case.family == "matrix" and shape[-1] != shape[-2], (case.name, shape)
+        return
+    assert case.name.partition("[")[0] == type(constraint).__name__
+    w = tensor(sample(shape, seed=3) * 2)
+    expected = to_np(constraint(w))
+    assert expected.shape == shape
+    twins = [t for t in twins_for(case, BACKEND) if t.make is not None]
+    for twin in twins:
+        got = to_np(twin.make(shape)(w))
+        # Keras divides by `norm + 1e-7`: equal up to that epsilon.
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=twin.name)
+
+
+def check_result(result, cases):
+    device = result["device"]
+    assert device["backend"] == BACKEND
+    assert device["array_device"] and device["packages"]["keras"]
+    projection = result["projection"]
+    assert not [r for r in projection if "error" in r], projection
+    timed = {(r["case"], r["impl"]) for r in projection}
+    assert ("copy", "copy") in timed
+    assert {(c, "kconstraints") for c in cases} <= timed
+    for r in projection:
+        assert r["time_s"] > 0 and len(r["times_s"]) == 3
+        assert r["ratio_to_copy"] > 0 and r["bandwidth_gbs"] > 0
+    train = result["train_step"]
+    assert {(r["model"], r["case"]) for r in train} == {
+        ("mlp", "unconstrained"),
+        *(("mlp", c) for c in cases),
+    }
+    assert all(r["time_s"] > 0 and "overhead" in r for r in train), train
+
+
+def test_quick_run_writes_json_markdown_and_plots(tmp_path):
+    config = Config.quick_preset(cases=("MaxNorm",), train_models=("mlp",), train_twins=False)
+    result = run_backend(config)
+    check_result(result, ["MaxNorm"])
+    report.write(tmp_path, {BACKEND: result}, command=["test"])
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["backends"][BACKEND]["projection"] == result["projection"]
+    text = (tmp_path / "README.md").read_text()
+    for heading in ("## Devices", "## Headline", "## Targets", f"## Projection time: {BACKEND}"):
+        assert heading in text
+    assert "keras.constraints.MaxNorm" in text and "kconstraints.MaxNorm" in text
+    for png in ("projection.png", "train-step.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({png})" in text
+
+
+def test_command_line_quick_run_merges_into_its_folder(tmp_path):
+    """`python -m benchmarks --quick` as nox runs it: a worker per backend, then the report."""
+    (tmp_path / "results.json").write_text(json.dumps({"backends": {"other": {"error": "kept"}}}))
+    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--backend", BACKEND]
+    cmd += ["--cases", "NonNeg", "--no-train", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert set(data["backends"]) == {BACKEND, "other"}
+    assert data["backends"][BACKEND]["config"]["quick"] is True
+    assert {r["case"] for r in data["backends"][BACKEND]["projection"]} == {"copy", "NonNeg"}
+    assert "kept" in (tmp_path / "README.md").read_text()
