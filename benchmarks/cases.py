@@ -215,6 +215,17 @@ CASES = [
     # O(n^2) work per slice of n: a 1000 x 1000 kernel is 1e9 pairs.
     Case("Monotonic", "isotonic", lambda shape: kc.Monotonic(axis=0), max_size=10**6),
     Case(
+        "Compose",
+        "composite",
+        lambda shape: kc.Compose([kc.NonNeg(), kc.MaxNorm(2.0, axis=fan_in(shape))]),
+    ),
+    # Dykstra's alternating projections: 50 sweeps of both projections.
+    Case(
+        "Intersection",
+        "composite",
+        lambda shape: kc.Intersection([kc.Clip(-0.5, 0.5), kc.CenterAround(0.0, axis=0)], 50),
+    ),
+    Case(
         "Orthogonal",
         "matrix",
         lambda shape: kc.Orthogonal(),
