@@ -7,7 +7,7 @@ import os
 import nox
 
 nox.options.default_venv_backend = "virtualenv"
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "distributed"]
 nox.options.error_on_missing_interpreters = True
 
 BACKENDS = ["jax", "tensorflow", "torch"]
@@ -72,3 +72,21 @@ def gpu(session, backend):
     """The test suite on this machine's own packages, checking that arrays live on the GPU."""
     env = {"KERAS_BACKEND": backend, "KCONSTRAINTS_EXPECT_DEVICE": "gpu", **QUIET_TF}
     session.run("python", "-m", "pytest", *session.posargs, env=env, external=True)
+
+
+# Devices each backend's distributed test needs, made before the backend
+# starts: JAX reads XLA_FLAGS at import; TensorFlow's logical CPUs are
+# configured by the test module itself.
+DISTRIBUTED_ENV = {
+    "jax": {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+    "tensorflow": {},
+}
+
+
+@nox.session
+@nox.parametrize("backend", list(DISTRIBUTED_ENV))
+def distributed(session, backend):
+    """Multi-device fit() equals single-device fit(): JAX DataParallel/ModelParallel, TF MirroredStrategy."""
+    install(session, backend, "test")
+    env = {"KERAS_BACKEND": backend, **QUIET_TF, **DISTRIBUTED_ENV[backend]}
+    session.run("pytest", "tests/test_distributed.py", *session.posargs, env=env)
