@@ -2,9 +2,11 @@
 
 from kconstraints import callbacks
 from kconstraints._base import Constraint
+from kconstraints.combine import Compose, Intersection
 from kconstraints.matrix import PSD, LowRank, Orthogonal, SpectralNorm, Symmetric
 from kconstraints.norm import L1Ball, MaxNorm, MinMaxNorm, Simplex, UnitNorm
 from kconstraints.order import Monotonic
+from kconstraints.penalty import Penalty
 from kconstraints.serialization import deserialize, get, serialize
 from kconstraints.structure import Fixed, Mask, Partial
 from kconstraints.training import Variable, constrain, constrained_variables, project, violations
@@ -16,8 +18,10 @@ __all__ = [
     "PSD",
     "CenterAround",
     "Clip",
+    "Compose",
     "Constraint",
     "Fixed",
+    "Intersection",
     "L1Ball",
     "LowRank",
     "Mask",
@@ -27,6 +31,7 @@ __all__ = [
     "NonNeg",
     "Orthogonal",
     "Partial",
+    "Penalty",
     "Simplex",
     "SpectralNorm",
     "Symmetric",

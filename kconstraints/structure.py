@@ -9,6 +9,8 @@ load.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 from keras import ops
 
@@ -45,6 +47,19 @@ def fit_to(owner, name, arr, x):
     return ops.convert_to_tensor(arr, dtype=x.dtype)
 
 
+def describe(obj, **args):
+    """`Name(arg=value, ...)` with nested constraints as their repr and arrays as their shape."""
+
+    def show(value):
+        if isinstance(value, np.ndarray) and value.ndim:
+            return f"<array of shape {value.shape}>"
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(show(v) for v in value) + "]"
+        return repr(value)
+
+    return f"{type(obj).__name__}({', '.join(f'{k}={show(v)}' for k, v in args.items())})"
+
+
 class _Masked(Constraint):
     """Shared: a 0/1 `mask` checked in `__init__` and matched to the weight at call time."""
 
@@ -53,6 +68,10 @@ class _Masked(Constraint):
     def _where(self, w):
         owner = type(self).__name__
         return fit_to(owner, "mask", self.mask, w) != 0
+
+    def __repr__(self):
+        names = inspect.signature(type(self).__init__).parameters
+        return describe(self, **{k: getattr(self, k) for k in names if k != "self"})
 
 
 @register
