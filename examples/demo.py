@@ -24,6 +24,15 @@ CONSTRAINTS = [
     ("MinMaxNorm(0.5, 1.0)", kc.MinMaxNorm(0.5, 1.0), 16),
     ("UnitNorm()", kc.UnitNorm(), 16),
     ("CenterAround(0.0)", kc.CenterAround(0.0, axis=0), 16),
+    ("Simplex(axis=0)", kc.Simplex(axis=0), 16),
+    ("L1Ball(2.0)", kc.L1Ball(2.0), 16),
+    ("Monotonic(axis=0)", kc.Monotonic(axis=0), 16),
+    ("Mask(lower triangle)", kc.Mask(np.tril(np.ones((16, 16)))), 16),
+    (
+        "Partial(NonNeg, 8 rows)",
+        kc.Partial(kc.NonNeg(), np.r_[np.ones(8), np.zeros(8)][:, None]),
+        16,
+    ),
 ]
 
 
