@@ -56,6 +56,7 @@ def parser():
     p.add_argument("--repeats", type=int, help="timed rounds; the median is reported")
     p.add_argument("--min-time", type=float, help="seconds each timed round lasts at least")
     p.add_argument("--train-models", type=_names, help="mlp,cnn (default both)")
+    p.add_argument("--train-cases", type=_names, help="cases timed in train steps (default all)")
     p.add_argument("--no-projection", action="store_true", help="skip the projection benchmark")
     p.add_argument("--no-train", action="store_true", help="skip the train-step benchmark")
     p.add_argument(
@@ -77,6 +78,7 @@ def config_from(args) -> Config:
         "repeats": args.repeats,
         "min_time": args.min_time,
         "train_models": args.train_models,
+        "train_cases": args.train_cases,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     overrides["projection"] = not args.no_projection

@@ -52,6 +52,8 @@ class Config:
     projection: bool = True
     train: bool = True
     train_models: tuple = ("mlp", "cnn")
+    # Case names timed in train steps (None: every case of the run).
+    train_cases: tuple | None = None
     # Also time the Keras / optax / torch alternatives inside train steps.
     train_twins: bool = True
     # MLP: input width, hidden widths (square kernels), classes, batch.

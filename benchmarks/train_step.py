@@ -129,6 +129,8 @@ def torch_variants(config, cases):
 
 def plan(config, cases):
     """[(model label, variants)] of every group of steps timed together."""
+    if config.train_cases is not None:
+        cases = [c for c in cases if c.name in config.train_cases]
     groups = [(name, variants(config, name, cases)) for name in config.train_models]
     if backend.BACKEND == "torch" and config.train_twins and "mlp" in config.train_models:
         native = torch_variants(config, cases)

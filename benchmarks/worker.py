@@ -39,6 +39,8 @@ def progress_bar(total, desc):
 def run_backend(config) -> dict:
     """Every benchmark `config` asks for, on the current Keras backend."""
     cases = select(config.cases)
+    if config.train_cases is not None:
+        select(config.train_cases)  # unknown names are an error, not an empty run
     device = describe()
     parts = [m for m, on in ((projection, config.projection), (train_step, config.train)) if on]
     bar = progress_bar(sum(m.steps(config, cases) for m in parts), device["backend"])

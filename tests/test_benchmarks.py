@@ -76,19 +76,37 @@ def check_result(result, cases):
     assert all(r["time_s"] > 0 and "overhead" in r for r in train), train
 
 
-def test_quick_run_writes_json_markdown_and_plots(tmp_path):
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    """One in-process --quick run on the active backend, and its report folder."""
     config = Config.quick_preset(cases=("MaxNorm",), train_models=("mlp",), train_twins=False)
     result = run_backend(config)
+    out = tmp_path_factory.mktemp("bench")
+    report.write(out, {BACKEND: result}, command=["test"])
+    return result, out
+
+
+def test_quick_run_times_every_part(quick_report):
+    result, _ = quick_report
     check_result(result, ["MaxNorm"])
-    report.write(tmp_path, {BACKEND: result}, command=["test"])
-    data = json.loads((tmp_path / "results.json").read_text())
+
+
+def test_quick_run_writes_json_and_markdown(quick_report):
+    result, out = quick_report
+    data = json.loads((out / "results.json").read_text())
     assert data["backends"][BACKEND]["projection"] == result["projection"]
-    text = (tmp_path / "README.md").read_text()
+    text = (out / "README.md").read_text()
     for heading in ("## Devices", "## Headline", "## Targets", f"## Projection time: {BACKEND}"):
         assert heading in text
     assert "keras.constraints.MaxNorm" in text and "kconstraints.MaxNorm" in text
+
+
+def test_quick_run_draws_plots(quick_report):
+    pytest.importorskip("matplotlib", reason="the plots need matplotlib (the test group has it)")
+    _, out = quick_report
+    text = (out / "README.md").read_text()
     for png in ("projection.png", "train-step.png"):
-        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in text
 
 
