@@ -148,6 +148,7 @@ def markdown(data, plots):
         "array in the same run (read once, write once: the memory-bandwidth floor).\n"
     )
     lines.append(section_devices(data))
+    lines.append(section_settings(data))
     if backends:
         lines.append(section_headline(backends))
         lines.append(section_targets(backends))
@@ -188,6 +189,36 @@ def section_devices(data):
         )
     head = ["backend", "device (arrays on)", "packages", "load avg", "mode", "wall time"]
     return "## Devices\n\n" + table(head, rows)
+
+
+def section_settings(data):
+    rows = []
+    for backend, r in data["backends"].items():
+        if "error" in r:
+            continue
+        c = r["config"]
+        sizes = ", ".join(map(fmt_size, c["sizes"]))
+        cap = c["max_reduction_size"]
+        caps = [
+            f"{x['name']} <= {fmt_size(x['max_size'])}" for x in r.get("cases", []) if x["max_size"]
+        ]
+        if cap:
+            caps.insert(0, f"all but elementwise <= {fmt_size(cap)}")
+        train = ", ".join(c["train_models"]) if c["train"] else "not run"
+        if c["train"] and c.get("train_cases") is not None:
+            train += ": " + ", ".join(c["train_cases"])
+        rows.append(
+            [
+                backend,
+                sizes,
+                "<br>".join(caps) or "-",
+                ", ".join(map(str, c["matrix_sizes"])),
+                f"{c['repeats']} x {c['min_time']} s",
+                train,
+            ]
+        )
+    head = ["backend", "sizes", "size limits", "matrix sides", "rounds x min time", "train steps"]
+    return "## Settings\n\n" + table(head, rows)
 
 
 def section_headline(backends):
@@ -311,63 +342,102 @@ def draw(out, data):
         return []
     backends = {b: r for b, r in data["backends"].items() if "error" not in r}
     names = []
-    for family_set, name in (
-        (("elementwise", "reduction", "sort"), "projection.png"),
-        (("matrix",), "matrix.png"),
+    for name, drawn in (
+        ("projection.png", _plot_projection(plt, backends, out / "projection.png")),
+        ("matrix.png", _plot_matrix(plt, backends, out / "matrix.png")),
+        ("train-step.png", _plot_train(plt, backends, out / "train-step.png")),
     ):
-        if _plot_projection(plt, backends, family_set, out / name):
+        if drawn:
             names.append(name)
-    if _plot_train(plt, backends, out / "train-step.png"):
-        names.append("train-step.png")
     return names
 
 
-def _plot_projection(plt, backends, families, path):
-    panels = {
-        b: [x for x in ok(r["projection"]) if x.get("family") in families or x["case"] == "copy"]
-        for b, r in backends.items()
-    }
-    panels = {b: recs for b, recs in panels.items() if any(x["case"] != "copy" for x in recs)}
-    if not panels:
-        return False
-    fig, axes = plt.subplots(2, len(panels), figsize=(5.5 * len(panels), 8), squeeze=False)
-    for col, (backend, recs) in enumerate(panels.items()):
-        sizes_with_cases = {x["size"] for x in recs if x["case"] != "copy"}
-        recs = [x for x in recs if x["size"] in sizes_with_cases]
-        for case, impl in dict.fromkeys((x["case"], x["impl"]) for x in recs):
-            line = sorted(
-                (x for x in recs if x["case"] == case and x["impl"] == impl),
-                key=lambda x: x["size"],
-            )
-            style = {"color": "black", "lw": 2} if case == "copy" else {}
-            style["ls"] = "-" if impl in ("kconstraints", "copy") else "--"
-            label = case if impl in ("kconstraints", "copy") else f"{case} ({impl})"
-            sizes = [x["size"] for x in line]
-            axes[0, col].plot(
-                sizes, [x["time_s"] for x in line], marker="o", ms=3, label=label, **style
-            )
-            if case != "copy":
-                axes[1, col].plot(
-                    sizes,
-                    [x["ratio_to_copy"] for x in line],
-                    marker="o",
-                    ms=3,
-                    label=label,
-                    **style,
-                )
-        axes[0, col].set(
-            xscale="log", yscale="log", title=f"{backend}: time per call", ylabel="seconds"
+# One row of panels per group of families, one column per backend.
+ROWS = (
+    ("elementwise", ("elementwise",)),
+    ("norms and means", ("reduction",)),
+    ("sorts, isotonic, combinations", ("sort", "isotonic", "composite")),
+)
+STYLES = {"kconstraints": "-", "keras": "--", "optax": ":", "keras-guide": "-."}
+
+
+def _lines(ax, recs, key, cases):
+    """One line per (case, impl): a colour per case, a dash per library."""
+    colours = {c: f"C{i % 10}" if len(cases) <= 10 else _tab20(i) for i, c in enumerate(cases)}
+    for case, impl in dict.fromkeys((x["case"], x["impl"]) for x in recs):
+        line = sorted(
+            (x for x in recs if x["case"] == case and x["impl"] == impl), key=lambda x: x["size"]
         )
-        axes[1, col].set(
-            xscale="log", yscale="log", title=f"{backend}: time over copy", xlabel="weight entries"
+        label = case if impl == "kconstraints" else f"{case} ({impl})"
+        ax.plot(
+            [x["size"] if key == "ratio_to_copy" else x["shape"][0] for x in line],
+            [x[key] for x in line],
+            ls=STYLES.get(impl, "-"),
+            color=colours[case],
+            marker="o",
+            ms=3,
+            label=label,
         )
-        axes[1, col].axhline(1, color="black", lw=1)
-        for ax in axes[:, col]:
-            ax.grid(True, which="both", alpha=0.3)
-    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+
+
+def _tab20(i):
+    import matplotlib
+
+    return matplotlib.colormaps["tab20"](i % 20)
+
+
+def _panels(plt, rows, cols, path, draw_panel):
+    fig, axes = plt.subplots(
+        len(rows), len(cols), figsize=(4.6 * len(cols) + 2.6, 3.4 * len(rows)), squeeze=False
+    )
+    for r, row in enumerate(rows):
+        for c, col in enumerate(cols):
+            draw_panel(axes[r, c], row, col)
+            axes[r, c].grid(True, which="both", alpha=0.3)
+        handles, labels = axes[r, -1].get_legend_handles_labels()
+        if handles:
+            axes[r, -1].legend(
+                handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1)
+            )
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def _plot_projection(plt, backends, path):
+    rows = [
+        (title, families)
+        for title, families in ROWS
+        if any(x.get("family") in families for r in backends.values() for x in ok(r["projection"]))
+    ]
+    if not rows:
+        return False
+
+    def panel(ax, row, backend):
+        title, families = row
+        recs = [x for x in ok(backends[backend]["projection"]) if x.get("family") in families]
+        cases = list(dict.fromkeys(x["case"] for x in recs))
+        _lines(ax, recs, "ratio_to_copy", cases)
+        ax.axhline(1, color="black", lw=1)
+        ax.set(xscale="log", yscale="log", title=f"{backend}: {title}", ylabel="time / copy")
+        ax.set_xlabel("weight entries")
+
+    _panels(plt, rows, list(backends), path, panel)
+    return True
+
+
+def _plot_matrix(plt, backends, path):
+    if not any(x.get("family") == "matrix" for r in backends.values() for x in ok(r["projection"])):
+        return False
+
+    def panel(ax, row, backend):
+        recs = [x for x in ok(backends[backend]["projection"]) if x.get("family") == "matrix"]
+        cases = list(dict.fromkeys(x["case"] for x in recs))
+        _lines(ax, recs, "time_s", cases)
+        ax.set(xscale="log", yscale="log", title=f"{backend}: matrix constraints")
+        ax.set(xlabel="n (n x n kernel)", ylabel="seconds per call")
+
+    _panels(plt, ["matrix"], list(backends), path, panel)
     return True
 
 
@@ -389,6 +459,9 @@ def _plot_train(plt, backends, path):
         colors = ["tab:blue" if t["impl"] == "kconstraints" else "tab:gray" for t in recs]
         ax.barh(labels, values, color=colors)
         ax.axvline(0, color="black", lw=1)
+        # Linear within +-1%, logarithmic beyond: an SVD per step and a
+        # 1% elementwise overhead fit on one axis.
+        ax.set_xscale("symlog", linthresh=1)
         ax.set(title=title, xlabel="% over unconstrained step")
         ax.invert_yaxis()
         ax.tick_params(axis="y", labelsize=7)

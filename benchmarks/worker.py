@@ -56,6 +56,10 @@ def run_backend(config) -> dict:
     return {
         "device": device,
         "config": config.to_json(),
+        "cases": [
+            {"name": c.name, "family": c.family, "max_size": c.max_size, "parity": c.parity}
+            for c in cases
+        ],
         "started": started,
         "seconds": round(time.perf_counter() - start, 1),
         **result,
