@@ -12,7 +12,7 @@ import platform
 import keras
 import numpy as np
 
-from benchmarks.config import cpu_name, versions
+from benchmarks.config import cpu_name, thread_env, versions
 
 BACKEND = keras.backend.backend()
 
@@ -133,6 +133,7 @@ def describe() -> dict:
         "packages": versions(),
     }
     info["name"] = _gpu_name() if on_gpu() else info["cpu"]
+    info["threads_env"] = {k: os.environ[k] for k in thread_env(1) if k in os.environ}
     if BACKEND == "torch":
         import torch
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 
-from benchmarks.config import Config
+from benchmarks.config import Config, thread_env
 
 ROOT = pathlib.Path(__file__).resolve().parent
 MODULES = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}
@@ -62,6 +62,7 @@ def parser():
     p.add_argument(
         "--no-train-twins", action="store_true", help="time only kconstraints in train steps"
     )
+    p.add_argument("--threads", type=int, help="CPU threads per backend (default: theirs)")
     p.add_argument("--out", type=pathlib.Path, help="output folder (default: by device)")
     p.add_argument("--fresh", action="store_true", help="do not merge with results in --out")
     p.add_argument("--worker", type=pathlib.Path, help=argparse.SUPPRESS)
@@ -79,6 +80,7 @@ def config_from(args) -> Config:
         "min_time": args.min_time,
         "train_models": args.train_models,
         "train_cases": args.train_cases,
+        "threads": args.threads,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     overrides["projection"] = not args.no_projection
@@ -92,6 +94,7 @@ def run_worker(backend, config, log=sys.stderr):
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp) / "result.json"
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env.update(thread_env(config.threads))
         cmd = [sys.executable, "-m", "benchmarks", "--worker", str(out)]
         cmd += ["--config", json.dumps(config.to_json())]
         proc = subprocess.run(cmd, env=env, cwd=ROOT.parent, stdout=log, stderr=log)

@@ -54,6 +54,8 @@ class Config:
     train_models: tuple = ("mlp", "cnn")
     # Case names timed in train steps (None: every case of the run).
     train_cases: tuple | None = None
+    # CPU threads of every backend (None: each backend's default).
+    threads: int | None = None
     # Also time the Keras / optax / torch alternatives inside train steps.
     train_twins: bool = True
     # MLP: input width, hidden widths (square kernels), classes, batch.
@@ -86,6 +88,27 @@ class Config:
     def from_json(cls, data: dict):
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: _tuples(v) for k, v in data.items() if k in fields})
+
+
+def thread_env(threads):
+    """Environment variables that hold each backend to `threads` CPU threads.
+
+    Set before the backend is imported: OpenMP (torch, including the C++
+    kernels of torch.compile), TensorFlow's thread pools, and XLA's CPU
+    client (JAX). On a machine whose cores other processes also use, one
+    thread avoids OpenMP's spinning threads waiting for each other.
+    """
+    if threads is None:
+        return {}
+    n = str(threads)
+    xla = "--xla_cpu_multi_thread_eigen=false " if threads == 1 else ""
+    return {
+        "OMP_NUM_THREADS": n,
+        "MKL_NUM_THREADS": n,
+        "TF_NUM_INTRAOP_THREADS": n,
+        "TF_NUM_INTEROP_THREADS": n,
+        "XLA_FLAGS": f"{xla}intra_op_parallelism_threads={n}",
+    }
 
 
 def _tuples(value):

@@ -215,9 +215,11 @@ def section_settings(data):
                 ", ".join(map(str, c["matrix_sizes"])),
                 f"{c['repeats']} x {c['min_time']} s",
                 train,
+                c.get("threads") or "default",
             ]
         )
     head = ["backend", "sizes", "size limits", "matrix sides", "rounds x min time", "train steps"]
+    head.append("CPU threads")
     return "## Settings\n\n" + table(head, rows)
 
 

@@ -14,37 +14,51 @@ def error_record(err) -> dict:
     return {"error": f"{type(err).__name__}: {err}"[:500]}
 
 
+# A call this slow (seconds) is timed in at most SLOW_ROUNDS rounds after one
+# warm-up call: its own length already averages out short disturbances.
+SLOW = 0.5
+SLOW_ROUNDS = 3
+
+
 def time_group(calls: dict, config, on_step=None) -> dict:
     """Median seconds per call of each zero-argument callable in `calls`.
 
     Each callable runs once to compile (timed apart), `config.warmup` more
     times, then `config.repeats` rounds in which every callable in turn runs
-    as many calls as fill `config.min_time` seconds, the device synchronised before the clock is
-    read. Timing the contenders round by round, rather than one after the
-    other, spreads any change in the machine's load (other processes, clock
-    boost) over all of them instead of biasing one.
+    as many calls as fill `config.min_time` seconds, the device synchronised
+    before the clock is read. Timing the contenders round by round, rather
+    than one after the other, spreads any change in the machine's load
+    (other processes, clock boost) over all of them instead of biasing one.
+    Calls longer than `SLOW` seconds get one warm-up call and at most
+    `SLOW_ROUNDS` rounds.
 
     A callable that raises is left out of the rounds, its error recorded.
     `on_step()` is called after each compile and after each round.
     """
     on_step = on_step or (lambda: None)
-    results, number = {}, {}
+    results, number, rounds = {}, {}, {}
     for key, call in calls.items():
         try:
             start = time.perf_counter()
             sync(call())
             compile_s = time.perf_counter() - start
-            for _ in range(config.warmup):
+            start = time.perf_counter()
+            sync(call())
+            slow = time.perf_counter() - start >= SLOW
+            for _ in range(0 if slow else config.warmup - 1):
                 sync(call())
             number[key] = calibrate(call, config.min_time)
         except Exception as err:  # an alternative that fails to compile is a result too
             results[key] = error_record(err)
             on_step()
             continue
+        rounds[key] = min(config.repeats, SLOW_ROUNDS) if slow else config.repeats
         results[key] = {"compile_s": compile_s, "number": number[key], "times_s": []}
         on_step()
-    for _ in range(config.repeats):
+    for r in range(config.repeats):
         for key, n in number.items():
+            if r >= rounds[key]:
+                continue
             call = calls[key]
             start = time.perf_counter()
             for _ in range(n):
