@@ -131,18 +131,25 @@ def main(argv=None):
 
     config = config_from(args)
     backends = args.backend or installed_backends()
-    results = {b: run_worker(b, config) for b in backends}
-    if args.out:
-        out = args.out
-    else:
-        base = ROOT.parent / "build" / "bench-quick" if config.quick else ROOT / "results"
+    unknown = sorted(set(backends) - set(MODULES))
+    if unknown:
+        parser().error(f"unknown backend(s) {unknown}; choose from {sorted(MODULES)}")
+    base = ROOT.parent / "build" / "bench-quick" if config.quick else ROOT / "results"
+    command = ["python", "-m", "benchmarks"] + (argv or sys.argv[1:])
+    results, out, written = {}, args.out, set()
+    for backend in backends:
+        results[backend] = run_worker(backend, config)
+        # The folder is named after the first backend that ran; results are
+        # written as each backend finishes, so a stopped run keeps its work.
+        if out is None and "error" not in results[backend]:
+            out = base / device_folder(results)
+        if out is not None:
+            new = {b: r for b, r in results.items() if b not in written}
+            report.write(out, new, merge=bool(written) or not args.fresh, command=command)
+            written.update(new)
+    if out is None:  # every backend failed
         out = base / device_folder(results)
-    report.write(
-        out,
-        results,
-        merge=not args.fresh,
-        command=["python", "-m", "benchmarks"] + (argv or sys.argv[1:]),
-    )
+        report.write(out, results, merge=not args.fresh, command=command)
     failed = [b for b, r in results.items() if "error" in r]
     print(f"results in {out}", file=sys.stderr)
     if failed:

@@ -3,7 +3,7 @@
 Each folder `benchmarks/results/<device>/` holds the `README.md` and PNG plots
 that `python -m benchmarks` wrote. The PNGs are added to the site as they are
 (no copy under docs/), and each README is appended to `benchmarks.md` in
-place of the marker, its headings one level down and its image links pointed
+place of the marker, its headings two levels down and its image links pointed
 at those files.
 """
 
@@ -38,9 +38,9 @@ def on_files(files, config):
 def _section(folder):
     text = (folder / "README.md").read_text()
     text = re.sub(r"\A# .*\n", "", text)
-    text = re.sub(r"^(#+) ", r"#\1 ", text, flags=re.MULTILINE)
+    text = re.sub(r"^(#+) ", r"##\1 ", text, flags=re.MULTILINE)
     text = re.sub(r"\]\(([\w.-]+\.png)\)", rf"]({SITE_FOLDER}/{folder.name}/\1)", text)
-    return f"## {folder.name}\n\nFrom `benchmarks/results/{folder.name}/`.\n{text}"
+    return f"### {folder.name}\n\nFrom `benchmarks/results/{folder.name}/`.\n{text}"
 
 
 def on_page_markdown(markdown, page, config, files):
