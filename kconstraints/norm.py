@@ -172,7 +172,7 @@ def to_rows(owner, axis, x):
     axes = resolve_axis(owner, axis, x.shape)
     perm = [a for a in range(len(x.shape)) if a not in axes] + list(axes)
     moved = [x.shape[a] for a in perm]
-    rows = ops.reshape(ops.transpose(x, perm), (-1, math.prod(x.shape[a] for a in axes)))
+    rows = ops.reshape(ops.transpose(x, perm), (-1, math.prod([x.shape[a] for a in axes])))
     inverse = [perm.index(a) for a in range(len(perm))]
 
     def restore(r):
@@ -210,7 +210,7 @@ def simplex_threshold(v, total):
     sorted_desc = ops.flip(ops.sort(v, axis=-1), axis=-1)
     partial = cumsum_last(sorted_desc)
     counts = ops.arange(1, n + 1, dtype=v.dtype)
-    return ops.max((partial - total) / counts, axis=-1, keepdims=True)
+    return ops.amax((partial - total) / counts, axis=-1, keepdims=True)
 
 
 @register

@@ -38,8 +38,8 @@ def _hull_flags(c):
     ahead = gap > 0
     chord = (c[:, None, :] - c[:, :, None]) / ops.where(ahead, gap, ops.ones_like(gap))
     inf = ops.convert_to_tensor(math.inf, dtype=c.dtype)
-    steepest_in = ops.max(ops.where(ahead, chord, -inf), axis=-2)
-    flattest_out = ops.min(ops.where(ahead, chord, inf), axis=-1)
+    steepest_in = ops.amax(ops.where(ahead, chord, -inf), axis=-2)
+    flattest_out = ops.amin(ops.where(ahead, chord, inf), axis=-1)
     return ops.cast(steepest_in <= flattest_out, c.dtype)
 
 

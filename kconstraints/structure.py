@@ -32,19 +32,18 @@ def check_mask(owner, name, mask):
     return arr
 
 
-def fit_to(owner, name, arr, x):
-    """`arr` as a tensor of `x`'s dtype, after checking it broadcasts to `x`'s shape."""
+def check_fits(owner, name, arr_shape, x):
+    """Raise unless an array of `arr_shape` broadcasts to `x`'s shape (NumPy rules).
+
+    Shapes are plain tuples stored in `__init__`: reading NumPy attributes
+    while torch.compile traces would break its graph.
+    """
     shape = tuple(x.shape)
-    arr = np.asarray(arr)
-    try:
-        fits = np.broadcast_shapes(arr.shape, shape) == shape
-    except ValueError:
-        fits = False
-    if not fits:
+    pairs = zip(reversed(arr_shape), reversed(shape), strict=False)  # trailing axes
+    if len(arr_shape) > len(shape) or any(a not in (1, s) for a, s in pairs):
         raise ValueError(
-            f"{owner}: `{name}` of shape {arr.shape} does not fit the weight's shape {shape}."
+            f"{owner}: `{name}` of shape {arr_shape} does not fit the weight's shape {shape}."
         )
-    return ops.convert_to_tensor(arr, dtype=x.dtype)
 
 
 def describe(obj, **args):
@@ -65,9 +64,16 @@ class _Masked(Constraint):
 
     elementwise = True
 
+    def _set_mask(self, mask):
+        self.mask = check_mask(type(self).__name__, "mask", mask)
+        self._mask_shape = tuple(self.mask.shape)
+        # A boolean tensor made once: no precision to lose, and torch.compile
+        # can not trace Keras's conversion of a NumPy array.
+        self._mask_tensor = ops.convert_to_tensor(self.mask != 0)
+
     def _where(self, w):
-        owner = type(self).__name__
-        return fit_to(owner, "mask", self.mask, w) != 0
+        check_fits(type(self).__name__, "mask", self._mask_shape, w)
+        return ops.convert_to_tensor(self._mask_tensor)
 
     def __repr__(self):
         names = inspect.signature(type(self).__init__).parameters
@@ -100,7 +106,7 @@ class Mask(_Masked):
     """
 
     def __init__(self, mask):
-        self.mask = check_mask(type(self).__name__, "mask", mask)
+        self._set_mask(mask)
 
     def project(self, w):
         return ops.where(self._where(w), w, ops.zeros_like(w))
@@ -134,7 +140,7 @@ class Fixed(_Masked):
 
     def __init__(self, mask, values=0.0):
         name = type(self).__name__
-        self.mask = check_mask(name, "mask", mask)
+        self._set_mask(mask)
         self._values = check_array(name, "values", values)
         try:
             np.broadcast_shapes(self.mask.shape, self._values.shape)
@@ -144,9 +150,14 @@ class Fixed(_Masked):
                 f"{self._values.shape} do not broadcast together."
             ) from err
         self.values = self._values if self._values.ndim else float(self._values)
+        self._values_shape = tuple(self._values.shape)
 
     def project(self, w):
-        values = fit_to(type(self).__name__, "values", self._values, w)
+        check_fits(type(self).__name__, "values", self._values_shape, w)
+        # Array values stay NumPy until the weight's dtype is known (float64
+        # must not pass through float32); a number needs no conversion.
+        values = self.values if isinstance(self.values, float) else self._values
+        values = ops.convert_to_tensor(values, dtype=w.dtype)
         return ops.where(self._where(w), values, w)
 
 
@@ -191,7 +202,7 @@ class Partial(_Masked):
                 f"{self.constraint!r}, which acts on whole slices or does not say it is "
                 "elementwise; apply it to the whole weight or use kconstraints' twin."
             )
-        self.mask = check_mask(name, "mask", mask)
+        self._set_mask(mask)
 
     def project(self, w):
         return ops.where(self._where(w), self.constraint(w), w)

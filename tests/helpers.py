@@ -109,3 +109,16 @@ def gradient(fn, x):
     x = x.detach().clone().requires_grad_(True)
     fn(x).backward()
     return x.grad
+
+
+def jit_whole(fn):
+    """Like `jit`, but torch.compile must capture one graph (`fullgraph=True`).
+
+    JAX jit and TF XLA always trace a function whole; torch.compile
+    otherwise falls back to eager Python at a graph break, silently.
+    """
+    if BACKEND != "torch":
+        return jit(fn)
+    import torch
+
+    return torch.compile(fn, fullgraph=True)

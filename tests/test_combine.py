@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import kconstraints as kc
-from tests.helpers import float64_enabled, sample, tensor, to_np
+from tests.helpers import float64_enabled, jit_whole, sample, tensor, to_np
 from tests.properties import Case, PropertySuite
 from tests.test_norm import simplex_ref
 from tests.test_order import monotonic_ref
@@ -149,6 +149,31 @@ def test_bad_arguments_fail_in_init(make, match):
 
 
 # ------------------------------------------- every issue-3 constraint in one model
+
+ONE_GRAPH = [
+    kc.Simplex(axis=0),
+    kc.L1Ball(1.0, axis=[0, 1]),
+    kc.Monotonic(axis=-1, increasing=False),
+    kc.Mask(MASK),
+    kc.Fixed(MASK, 0.5),
+    kc.Partial(kc.NonNeg(), MASK),
+    # Not Clip: value.py's Clip converts NumPy bounds while tracing, a torch graph break.
+    kc.Compose([kc.Monotonic(), kc.NonNeg()]),
+    kc.Intersection([kc.NonNeg(), kc.MaxNorm(1.0)], iterations=2),
+]
+
+
+def test_every_constraint_compiles_into_one_graph():
+    # One compiled function for all of them: torch.compile takes seconds per function.
+    weights = [tensor(sample((6, 4), "normal", seed=65 + i)) for i in range(len(ONE_GRAPH))]
+    penalty = kc.Penalty(kc.Monotonic(), strength=0.5)
+
+    def everything(*ws):
+        return [c(w) for c, w in zip(ONE_GRAPH, ws, strict=True)] + [penalty(ws[0])]
+
+    compiled = jit_whole(everything)(*weights)
+    for got, want in zip(compiled, everything(*weights), strict=True):
+        np.testing.assert_allclose(to_np(got), to_np(want), rtol=0, atol=1e-6)
 
 
 def issue3_model():
