@@ -28,11 +28,13 @@ def _variables(obj, out, seen):
             seen.add(id(obj))
             out.append(obj)
     elif isinstance(obj, keras.layers.Layer):
-        # On JAX, fit() keeps the live weights in its own state and writes them
-        # back at the end of each epoch, over whatever was assigned meanwhile.
-        # Syncing first makes the variables current, and tells the trainer to
-        # read them back before its next step, so a projection made from a
-        # callback lands. The method exists on JAX models only.
+        # On JAX, fit() keeps the live weights in its own state (the variables
+        # hold none meanwhile) and writes that state back at the end of each
+        # epoch, over whatever was assigned. Syncing first makes the variables
+        # current and tells the trainer to read them back before its next
+        # step, so a projection made mid-epoch lands. Keras's `Callback.model`
+        # syncs too, but a model or layer held otherwise does not. The method
+        # exists on JAX models only.
         sync = getattr(obj, "jax_state_sync", None)
         if callable(sync):
             sync()
