@@ -281,7 +281,7 @@ class L1Ball(Constraint):
     >>> import keras, kconstraints
     >>> w = keras.ops.convert_to_tensor([[2.0, 0.1], [-1.0, 0.2], [0.5, -0.3]])
     >>> keras.ops.convert_to_numpy(kconstraints.L1Ball(1.0, axis=0)(w)).astype(float).round(3).tolist()
-    [[1.0, 0.1], [-0.0, 0.2], [0.0, -0.3]]
+    [[1.0, 0.1], [0.0, 0.2], [0.0, -0.3]]
     """
 
     def __init__(self, radius=1.0, axis=0):
@@ -296,5 +296,5 @@ class L1Ball(Constraint):
         theta = simplex_threshold(magnitude, self.radius)
         # theta <= 0 exactly when the slice is inside the ball: keep it bit for bit.
         shrunk = magnitude - theta
-        shrunk = ops.sign(rows) * ops.where(shrunk < 0, ops.zeros_like(shrunk), shrunk)
+        shrunk = ops.where(shrunk > 0, ops.sign(rows) * shrunk, ops.zeros_like(shrunk))
         return restore(ops.where(theta > 0, shrunk, rows))

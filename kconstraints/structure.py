@@ -1,10 +1,13 @@
 """Structure constraints: which entries are free, held at a value, or constrained.
 
 A mask is an array of 0/1 (or booleans) of the weight's shape, or of a shape
-that broadcasts to it: `(1, units)` for one pattern per unit of a Dense
-kernel `(input_dim, units)`, `(input_dim, 1)` for one per input. Masks and
-values are stored in the config as lists, so they survive `.keras` save and
-load.
+that broadcasts to it. For a Dense kernel `(input_dim, units)`: the full
+shape for a pattern per connection, `(1, units)` for one per unit,
+`(input_dim, 1)` for one per input. For a Conv2D kernel
+`(rows, cols, in_channels, filters)`: `(rows, cols, 1, 1)` for one spatial
+pattern shared by every filter, `(1, 1, in_channels, filters)` for a
+channel-connectivity table. Masks and values are stored in the config as
+lists, so they survive `.keras` save and load.
 """
 
 from __future__ import annotations
