@@ -18,9 +18,11 @@ from keras import ops
 from kconstraints._base import Constraint, check_axis, register, upcast
 from kconstraints.norm import cumsum_last, to_rows
 
-# Largest number of (start, end) pairs held at once, summed over the slices of
-# one chunk: 2**23 pairs, 32 MiB per float32 temporary. A 4096 x 1024 weight
-# projected along its 1024-long axis runs in 512 chunks of 8 slices.
+# How many (start, end) pairs of points are held at once, summed over the
+# slices of one chunk: 2**23 pairs, 32 MiB per float32 temporary. A chunk holds
+# at least one slice, so a slice longer than 2895 entries goes over it. A
+# 4096 x 1024 weight projected along its 1024-long axis runs in 586 chunks of 7
+# slices (1025**2 pairs each); along its 4096-long axis, in 1024 chunks of one.
 PAIRS_PER_CHUNK = 2**23
 
 
