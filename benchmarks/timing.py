@@ -42,12 +42,13 @@ def time_group(calls: dict, config, on_step=None) -> dict:
             start = time.perf_counter()
             sync(call())
             compile_s = time.perf_counter() - start
-            start = time.perf_counter()
             sync(call())
-            slow = time.perf_counter() - start >= SLOW
+            number[key], best = calibrate(call, config.min_time)
+            # The fastest of a few calls decides: one call that another
+            # process delayed must not cut a fast contender's rounds.
+            slow = best >= SLOW
             for _ in range(0 if slow else config.warmup - 1):
                 sync(call())
-            number[key] = calibrate(call, config.min_time)
         except Exception as err:  # an alternative that fails to compile is a result too
             results[key] = error_record(err)
             on_step()
@@ -72,7 +73,7 @@ def time_group(calls: dict, config, on_step=None) -> dict:
 
 
 def calibrate(call, min_time, trials=3):
-    """How many calls fill `min_time` seconds, from the fastest of a few single calls.
+    """How many calls fill `min_time` seconds, and the fastest of a few single calls.
 
     The fastest, because one call slowed down by another process would
     otherwise leave `number` at 1, and a lone synchronised call measures
@@ -85,4 +86,4 @@ def calibrate(call, min_time, trials=3):
         best = min(best, time.perf_counter() - start)
         if best >= min_time:
             break
-    return max(1, min(2**20, math.ceil(min_time / max(best, 1e-9))))
+    return max(1, min(2**20, math.ceil(min_time / max(best, 1e-9)))), best
