@@ -118,30 +118,38 @@ def _plot_matrix(plt, backends, path):
 
 
 def _plot_train(plt, backends, path):
+    """A row of bar charts per backend, one chart per model."""
     groups = {}
     for backend, r in backends.items():
         for t in r["train_step"]:
             if "overhead" in t and t["case"] != "unconstrained":
-                groups.setdefault(f"{backend} {t['model']}", []).append(t)
+                groups.setdefault(backend, {}).setdefault(t["model"], []).append(t)
     if not groups:
         return False
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 5), squeeze=False)
-    for ax, (title, recs) in zip(axes[0], groups.items(), strict=True):
-        labels = [
-            f"{t['case']}" + ("" if t["impl"] == "kconstraints" else f" ({t['impl']})")
-            for t in recs
-        ]
-        values = [100 * t["overhead"] for t in recs]
-        colors = ["tab:blue" if t["impl"] == "kconstraints" else "tab:gray" for t in recs]
-        ax.barh(labels, values, color=colors)
-        ax.axvline(0, color="black", lw=1)
-        # Linear within +-1%, logarithmic beyond: an SVD per step and a
-        # 1% elementwise overhead fit on one axis.
-        ax.set_xscale("symlog", linthresh=1)
-        ax.set(title=title, xlabel="% over unconstrained step")
-        ax.invert_yaxis()
-        ax.tick_params(axis="y", labelsize=7)
+    cols = max(len(models) for models in groups.values())
+    fig, axes = plt.subplots(
+        len(groups), cols, figsize=(5 * cols, 4.5 * len(groups)), squeeze=False
+    )
+    for row, (backend, models) in enumerate(groups.items()):
+        for col in range(cols):
+            ax = axes[row, col]
+            if col >= len(models):
+                ax.axis("off")
+                continue
+            model, recs = list(models.items())[col]
+            labels = [
+                t["case"] + ("" if t["impl"] == "kconstraints" else f" ({t['impl']})") for t in recs
+            ]
+            colors = ["tab:blue" if t["impl"] == "kconstraints" else "tab:gray" for t in recs]
+            ax.barh(labels, [100 * t["overhead"] for t in recs], color=colors)
+            ax.axvline(0, color="black", lw=1)
+            # Linear within +-1%, logarithmic beyond: an SVD per step and a
+            # 1% elementwise overhead fit on one axis.
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set(title=f"{backend} {model}", xlabel="% over unconstrained step")
+            ax.invert_yaxis()
+            ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return True

@@ -185,15 +185,31 @@ def section_devices(data):
             continue
         d, c = r["device"], r["config"]
         pkgs = ", ".join(
-            f"{k} {v}" for k, v in d["packages"].items() if k in ("keras", backend, "jax", "torch")
+            f"{k} {v}" for k, v in d["packages"].items() if k == "keras" or k.startswith(backend)
         )
         load = f"{d['load_average'][0]} → {d.get('load_average_end', ['?'])[0]}"
         mode = "quick" if c["quick"] else "full"
         rows.append(
             [backend, f"{d['name']} ({d['array_device']})", pkgs, load, mode, f"{r['seconds']} s"]
         )
+    busy = [
+        b
+        for b, r in data["backends"].items()
+        if "error" not in r
+        and max(r["device"]["load_average"][0], r["device"].get("load_average_end", [0])[0])
+        > r["device"]["cpu_count"]
+    ]
+    warning = ""
+    if busy:
+        warning = (
+            f"\n**The machine was oversubscribed** during the {', '.join(busy)} run(s): its "
+            "load average (the runnable processes) exceeded its CPU count, so other "
+            "processes took turns with the benchmark and single timings vary several-fold. "
+            "Read the ratios as orders of magnitude, and rerun on an idle machine before "
+            "drawing finer conclusions.\n"
+        )
     head = ["backend", "device (arrays on)", "packages", "load avg", "mode", "wall time"]
-    return "## Devices\n\n" + table(head, rows)
+    return "## Devices\n\n" + table(head, rows) + warning
 
 
 def section_settings(data):
@@ -238,7 +254,8 @@ def section_headline(backends):
     for case in cases:
         entries = [heads[b].get(case) for b in backends]
         first = next(e for e in entries if e)
-        row = [case, first["family"], fmt_size(first["size"])]
+        sizes = " / ".join(fmt_size(e["size"]) if e else "-" for e in entries)
+        row = [case, first["family"], sizes]
         row.append(" / ".join(fmt_ratio(e and e["ratio_to_copy"]) for e in entries))
         twins = list(dict.fromkeys(t for e in entries if e for t in e["twins"]))
         row.append(
@@ -251,7 +268,8 @@ def section_headline(backends):
         for model in models:
             row.append(" / ".join(fmt_pct(trains[b].get((model, case))) for b in backends))
         rows.append(row)
-    head = ["constraint", "family", "size", f"x copy ({names})", f"time over alternative ({names})"]
+    head = ["constraint", "family", f"size ({names})", f"x copy ({names})"]
+    head.append(f"time over alternative ({names})")
     head += [f"{m} train step ({names})" for m in models]
     return (
         "## Headline\n\nProjection at the largest size the constraints that are neither "
