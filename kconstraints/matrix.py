@@ -33,7 +33,15 @@ import numbers
 import keras
 from keras import ops
 
-from kconstraints._base import Constraint, check_number, l2_norms, register, safe_divisor, upcast
+from kconstraints._base import (
+    Constraint,
+    check_number,
+    l2_norms,
+    register,
+    safe_divisor,
+    scalar,
+    upcast,
+)
 
 
 def _t(x):
@@ -120,6 +128,11 @@ def _gram_upper(x, iterations):
     fro = _fro(x)
     y = x / safe_divisor(fro)
     g = _t(y) @ y if x.shape[-2] >= x.shape[-1] else y @ _t(y)
+    if min(x.shape[-2:]) == 1:
+        # A row or column: sigma_1 = ||x||_F, and the bound is exact without squaring.
+        # (Squaring 1 x 1 matrices also makes Inductor fuse a chain whose size
+        # doubles per step: torch.compile did not finish in 5 minutes.)
+        iterations = 0
     log_bound = ops.zeros_like(fro)
     for i in range(iterations):
         f = _fro(g)
@@ -148,6 +161,32 @@ def _lower_estimate(x, g):
 def _largest_singular_value(x):
     # Every backend returns the singular values in descending order.
     return ops.svd(x, compute_uv=False)[..., :1, None]
+
+
+def _cond(pred, true_fn, false_fn, operands):
+    """`keras.ops.cond` of `fn(*operands)`, except on torch, where it is `torch.cond`.
+
+    A documented workaround, the one backend-specific line of the package.
+    On torch `keras.ops.cond` is a Python `if` on the tensor: torch.compile
+    breaks the graph there, and inside the optimizer's update (a no-grad
+    context) it then gives up and runs the whole update eagerly. Worse,
+    `keras.ops.cond` names a new Keras `Operation` at every call and
+    torch.compile guards on Keras's global name counter, so every call
+    recompiled. `torch.cond` traces both branches into one graph; the
+    branches take every value as a tensor operand, because torch.compile may
+    turn a captured Python float into a symbolic one, which `torch.cond`
+    refuses.
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.cond(pred, true_fn, false_fn, tuple(operands))
+    return ops.cond(pred, lambda: true_fn(*operands), lambda: false_fn(*operands))
+
+
+def _shrink_factor(s1, c):
+    """min(1, c / s1), exactly 1 when s1 <= c; `c` a 0-d tensor."""
+    return ops.where(s1 > c, c / safe_divisor(s1), ops.ones_like(s1))
 
 
 def _newton_schulz_polar(x, iterations):
@@ -272,8 +311,7 @@ class SpectralNorm(Constraint):
       slack). In between the bound can not decide, and rescaling there
       would shrink weights that are already inside, so the exact
       `sigma_1` decides, as in `"scale"` (computed only then, by
-      `keras.ops.cond`; under `torch.compile` that branch splits the
-      graph in two, a graph break, which works). Measured in float32 on
+      a `cond`, which stays inside the compiled graph). Measured in float32 on
       Gaussian 1024 x 1024 and 576 x 64 matrices, the bound's relative
       excess is ~1e-3 after 6 steps and ~1e-6 after 8, and the lower
       estimate is as close; the undecided band is widest when the top
@@ -323,14 +361,10 @@ class SpectralNorm(Constraint):
             clipped = _compose(u, ops.where(s > c, ops.full_like(s, c), s), vt)
             out = ops.where(ops.any(s > c, axis=-1)[..., None, None], clipped, x)
         elif self.method == "scale":
-            out = x * self._factor(_largest_singular_value(x))
+            out = x * _shrink_factor(_largest_singular_value(x), scalar(c, x))
         else:
             out = x * self._gram_factor(x)
         return ops.reshape(out, w.shape)
-
-    def _factor(self, s1):
-        """min(1, max_value / s1), exactly 1 when s1 <= max_value."""
-        return ops.where(s1 > self.max_value, self.max_value / safe_divisor(s1), ops.ones_like(s1))
 
     def _gram_factor(self, x):
         c = self.max_value
@@ -340,12 +374,13 @@ class SpectralNorm(Constraint):
         margin = 64 * math.sqrt(min(x.shape[-2:])) * _eps(x)
         outside = _lower_estimate(x, g) * (1 - margin) > c
         undecided = ops.logical_and(upper > c, ops.logical_not(outside))
-        exact = ops.cond(
+        exact = _cond(
             ops.any(undecided),
-            lambda: self._factor(_largest_singular_value(x)),
-            lambda: ops.ones_like(upper),
+            lambda x, c: _shrink_factor(_largest_singular_value(x), c),
+            lambda x, c: ops.ones_like(x[..., :1, :1]),
+            (x, scalar(c, x)),
         )
-        return ops.where(outside, self._factor(upper), exact)
+        return ops.where(outside, _shrink_factor(upper, scalar(c, x)), exact)
 
 
 @register
