@@ -24,3 +24,13 @@ def test_lipschitz_bound_holds_after_fit():
     assert r["product"] <= 1 + example.TOLERANCE, r
     assert r["ratio"] <= 1 + example.TOLERANCE, r
     assert r["holds"]
+
+
+def test_the_lipschitz_check_catches_a_network_that_is_not():
+    """The checks in lipschitz_mlp.py must be able to fail."""
+    example = load_example()
+    model = example.build(8, 16)
+    for kernel in example.kernels(model):  # sigma_1 = 2 each, unconstrained: no fit()
+        kernel.assign(kernel.value * (2.0 / example.sigma1(kernel)))
+    assert example.spectral_product(model) > 7.9
+    assert example.largest_ratio(model, 8) > 1.1

@@ -230,8 +230,8 @@ def test_gram_rescales_by_the_exact_norm_when_the_bound_can_not_decide():
     np.testing.assert_allclose(out, w / 1.00001, atol=F32_SVD)
 
 
-@pytest.mark.parametrize("shape", [TALL, WIDE, (64, 16), (576, 64)], ids=str)
-@pytest.mark.parametrize("iterations", [0, 2, 5, 8])
+@pytest.mark.parametrize("shape", [TALL, WIDE, (576, 64)], ids=str)
+@pytest.mark.parametrize("iterations", [0, 3, 8])
 def test_gram_bound_is_certified_and_tightens(shape, iterations):
     from kconstraints.matrix import _gram_upper
 
