@@ -23,6 +23,26 @@ def pytest_configure(config):
         )
 
 
+@pytest.fixture(autouse=True)
+def _fresh_torch_compile_cache():
+    """Every test compiles from a clean torch.compile cache, and a cache limit is an error.
+
+    Keras's torch `train_step` is one code object for every model, so after
+    about four compiled models dynamo hits its recompile limit and silently
+    runs later `jit_compile=True` fits eagerly: those jit tests would pass
+    without compiling. Resetting per test keeps each one compiled, and
+    `fail_on_recompile_limit_hit` turns any remaining fallback into a failure.
+    """
+    import keras
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch._dynamo.config.fail_on_recompile_limit_hit = True
+        torch._dynamo.reset()
+    yield
+
+
 def pytest_report_header(config):
     import keras
 
