@@ -27,6 +27,8 @@ CONSTRAINTS = [
     ("Simplex(axis=0)", kc.Simplex(axis=0), 16),
     ("L1Ball(2.0)", kc.L1Ball(2.0), 16),
     ("Monotonic(axis=0)", kc.Monotonic(axis=0), 16),
+    ("SpectralNorm(1.0)", kc.SpectralNorm(1.0), 16),
+    ("Orthogonal()", kc.Orthogonal(), 16),
     ("Mask(lower triangle)", kc.Mask(np.tril(np.ones((16, 16)))), 16),
     (
         "Partial(NonNeg, 8 rows)",

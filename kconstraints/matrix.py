@@ -77,10 +77,10 @@ def _matrices(owner, w, batched):
             f"{owner} constrains matrices, but got a weight of shape {tuple(w.shape)} "
             f"({len(w.shape)} dimensions)."
         )
-    x = upcast(w)
-    if not batched and len(w.shape) > 2:
-        x = ops.reshape(x, (-1, w.shape[-1]))
-    return x
+    shape = tuple(w.shape) if batched else (-1, w.shape[-1])
+    # Always reshape: on TensorFlow a variable's `.value` is a tf.Variable that
+    # passes through `convert_to_tensor` and `cast`, and `keras.ops.svd` rejects it.
+    return ops.reshape(upcast(w), shape)
 
 
 def _square_matrices(owner, w):
@@ -90,7 +90,7 @@ def _square_matrices(owner, w):
             f"{owner} needs square matrices in the last two axes, but got a weight of "
             f"shape {shape}."
         )
-    x = upcast(w)
+    x = ops.reshape(upcast(w), shape)  # a tensor, never a tf.Variable: see _matrices
     return 0.5 * x + 0.5 * _t(x)  # halves first: no overflow, and exact when x is symmetric
 
 
@@ -172,7 +172,8 @@ def _cond(pred, true_fn, false_fn, operands):
     context) it then gives up and runs the whole update eagerly. Worse,
     `keras.ops.cond` names a new Keras `Operation` at every call and
     torch.compile guards on Keras's global name counter, so every call
-    recompiled. `torch.cond` traces both branches into one graph; the
+    recompiled. `torch.cond` traces both branches into one graph (eager
+    torch runs a Python branch, which costs nothing there); the
     branches take every value as a tensor operand, because torch.compile may
     turn a captured Python float into a symbolic one, which `torch.cond`
     refuses.
@@ -180,7 +181,12 @@ def _cond(pred, true_fn, false_fn, operands):
     if keras.backend.backend() == "torch":
         import torch
 
-        return torch.cond(pred, true_fn, false_fn, tuple(operands))
+        if not torch.compiler.is_compiling():
+            return true_fn(*operands) if bool(pred) else false_fn(*operands)
+        # A constraint is not differentiated (Penalty stops its gradient), and
+        # torch.cond on inputs that require grad fails inside Dynamo.
+        operands = tuple(ops.stop_gradient(o) for o in operands)
+        return torch.cond(pred, true_fn, false_fn, operands)
     return ops.cond(pred, lambda: true_fn(*operands), lambda: false_fn(*operands))
 
 

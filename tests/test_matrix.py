@@ -255,6 +255,26 @@ def test_conv_kernel_bound_is_on_the_reshaped_matrix_not_the_operator():
     assert 1.0 < sigma1(operator) <= 3.0 * (1 + 1e-6)
 
 
+ALL = [
+    kc.Orthogonal(),
+    kc.Orthogonal(method="newton_schulz"),
+    *(kc.SpectralNorm(0.5, method=m) for m in METHODS),
+    kc.LowRank(2),
+    kc.Symmetric(),
+    kc.PSD(),
+]
+
+
+@pytest.mark.parametrize("c", ALL, ids=repr)
+def test_takes_a_keras_variable_and_its_value(c):
+    """The optimizer passes the variable; users (and the demo) pass `variable.value`."""
+    w = sample((4, 4), "normal", seed=7).astype("float32")
+    want = to_np(c(tensor(w)))
+    variable = keras.Variable(w)
+    np.testing.assert_allclose(to_np(c(variable)), want, atol=1e-6)
+    np.testing.assert_allclose(to_np(c(variable.value)), want, atol=1e-6)
+
+
 # ------------------------------------------------------------- bad input
 
 
