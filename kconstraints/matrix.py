@@ -22,7 +22,11 @@ over any leading axes.
 Decompositions run in float32 for float16/bfloat16 weights and in the
 weight's own dtype otherwise (float64 stays float64); the result has the
 weight's dtype and shape. Every method compiles under `jax.jit`, TF XLA and
-`torch.compile`.
+`torch.compile`. Under TF XLA (`jit_compile=True`) the SVD and eigh are
+XLA's own and in float64 only about float32-accurate: measured against
+NumPy's float64 results on 8 x 5 and 5 x 5 matrices, `Orthogonal` was off
+by 2e-7 and `PSD` by 9e-7 there, against 1e-15 eagerly; float32 results
+(~3e-7) are as accurate compiled as eager on every backend.
 """
 
 from __future__ import annotations
@@ -123,7 +127,8 @@ def _gram_upper(x, iterations):
     k ** (1 / 2**(iterations + 2)), k the smaller side, reached when all k
     singular values are equal. Returns `(bound, g)` with shape
     `batch + (1, 1)` and `g` the last (normalized) Gram iterate, which is
-    proportional to `(W^T W) ** (2**t)` (or `W W^T`, on the smaller side).
+    proportional to `(W^T W) ** (2**iterations)` (or `W W^T`, on the smaller
+    side).
     """
     fro = _fro(x)
     y = x / safe_divisor(fro)
@@ -147,9 +152,9 @@ def _gram_upper(x, iterations):
 def _lower_estimate(x, g):
     """||x v|| / ||v|| <= sigma_1(x) for any v; v is the largest column of the Gram iterate g.
 
-    That column is `(W^T W)**(2**t) e_j`: 2**t steps of power iteration
-    at no extra cost, so the estimate is close to sigma_1 (from below) unless
-    the top singular values are nearly tied.
+    That column is `(W^T W)**(2**iterations) e_j`: 2**iterations steps of
+    power iteration at no extra cost, so the estimate is close to sigma_1
+    (from below) unless the top singular values are nearly tied.
     """
     cols = ops.sqrt(ops.sum(ops.square(g), axis=-2))
     pick = ops.one_hot(ops.argmax(cols, axis=-1), g.shape[-1], dtype=g.dtype)
@@ -227,8 +232,8 @@ class Orthogonal(Constraint):
     projection is `P(W) = scale * U V^T` from the thin SVD `W = U S V^T`: the
     orthogonal polar factor (Higham 2008, "Functions of Matrices", Thm 8.4).
     Every singular value of the result is `scale`, so a Dense layer with
-    this kernel and `scale=1` preserves norms (tall kernel) or is
-    1-Lipschitz. The set is not convex; for a rank-deficient `W` the nearest
+    this kernel and `scale=1` is 1-Lipschitz, and preserves norms when
+    `input_dim <= units`. The set is not convex; for a rank-deficient `W` the nearest
     point is not unique and the SVD picks one (the zero matrix gives some
     orthogonal matrix, never NaN).
 
