@@ -17,8 +17,11 @@ a different method, to show all three:
   matmul-only, for when an SVD per step is too slow.
 
 Keras's own `keras.layers.SpectralNormalization` divides by a power-iteration
-estimate of sigma_1, one step per call, which can be below the true value:
-it gives no such guarantee.
+estimate of sigma_1, one step per call, which can be below the true value,
+before the optimizer's step: it gives no such guarantee. Measured with Keras
+3.15.1 on a 3-layer 32-wide MLP after 3 epochs, its stored kernels ended
+with spectral norms 1.04 to 1.12 on TensorFlow and torch, and about 2 (never
+normalized) on JAX.
 
 The script starts from weights outside the set (the initial weights are never
 projected), trains with a compiled train step on a target that is

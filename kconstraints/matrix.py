@@ -253,6 +253,13 @@ class Orthogonal(Constraint):
       after 5. Each step costs two matmuls of `m n^2`. A singular `W`
       gives zeros in its null space, not an orthogonal matrix.
 
+    Cost, measured on one 1024 x 1024 float32 kernel (JAX jit, 2 CPU
+    cores): `"svd"` 0.25 s, `"newton_schulz"` 0.31 s (25 steps). On CPU
+    the SVD is as fast; the iteration gains on accelerators, or with fewer
+    steps once training keeps the kernel near the set: a train step of a
+    3-layer 1024-wide MLP (batch 64) took 0.67 s with `"svd"`, 0.90 s with
+    25 steps and 0.39 s with 10.
+
     Args:
         scale: every singular value of the result (> 0).
         method: `"svd"` or `"newton_schulz"`.
@@ -310,9 +317,9 @@ class SpectralNorm(Constraint):
     - `"svd"` (default): the Euclidean projection, clipping the singular
       values: `P(W) = U min(S, max_value) V^T`. One full SVD per call.
     - `"scale"`: the exact largest singular value from the singular values
-      alone (no singular vectors; ~10x cheaper than the full SVD on CPU),
-      then `W * min(1, max_value / sigma_1)`. Not the nearest point: it
-      shrinks every singular value, not only the large ones.
+      alone (no singular vectors), then `W * min(1, max_value / sigma_1)`.
+      Not the nearest point: it shrinks every singular value, not only the
+      large ones.
     - `"gram"`: matmul-only. A certified upper bound `b >= sigma_1` by
       `iterations` steps of Gram iteration (Delattre et al. 2023) and a lower
       estimate `l <= sigma_1` from the same iterates. If `b <= max_value`
@@ -329,8 +336,13 @@ class SpectralNorm(Constraint):
       singular values are tied (after an `"svd"` projection, or an
       orthogonal initialisation): up to the factor
       `k ** (1 / 2**(iterations + 2))`, k the smaller side (5e-3 for
-      k = 128 and 8 steps). Each step is one `k x k` matmul. Use it where
-      matmuls are much cheaper than an SVD (GPU, TPU).
+      k = 128 and 8 steps). Each step is one `k x k` matmul, so it gains
+      most where matmuls are much cheaper than an SVD (GPU, TPU).
+
+    Cost, measured on one 1024 x 1024 float32 kernel (JAX jit, 2 CPU
+    cores): `"svd"` 0.22 s, `"scale"` 0.11 s, `"gram"` 0.06 s (a matmul
+    takes 0.01 s). In a train step of a 3-layer 1024-wide MLP (batch 64)
+    that is 0.68 s, 0.31 s and 0.17 s against 0.006 s unconstrained.
 
     Args:
         max_value: the largest allowed singular value (>= 0).
