@@ -208,6 +208,36 @@ def clamp(x, low=None, high=None):
     return x
 
 
+class Constant:
+    """A float64 NumPy array that projections read as a tensor of the weight's dtype.
+
+    torch.compile can not trace Keras's conversion of a NumPy array (Dynamo
+    does not read `ndarray.dtype`), so every conversion inside a compiled
+    step was a graph break: 6 for a `Clip` with two bounds, measured with
+    torch 2.13. The float32 tensor is therefore made once, here, outside any
+    trace; half-precision weights get it cast, and only float64 weights get
+    the float64 array converted at the call. A 0-d array is kept as a Python
+    float, which every backend traces as a literal.
+    """
+
+    def __init__(self, array):
+        self.array = array
+        self.shape = tuple(array.shape)
+        if array.ndim:
+            self._tensor = ops.convert_to_tensor(array, dtype="float32")
+        else:
+            self._tensor = float(array)
+
+    def like(self, x):
+        """The constant as a tensor of `x`'s dtype."""
+        dtype = keras.backend.standardize_dtype(x.dtype)
+        if isinstance(self._tensor, float):
+            return ops.convert_to_tensor(self._tensor, dtype=dtype)
+        if dtype == "float64":
+            return ops.convert_to_tensor(self.array, dtype=dtype)
+        return ops.cast(self._tensor, dtype)
+
+
 def safe_divisor(x):
     """Non-negative `x` with its zeros replaced by ones: a divisor that is never 0."""
     return x + ops.cast(x == 0, x.dtype)

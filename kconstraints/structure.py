@@ -17,7 +17,7 @@ import inspect
 import numpy as np
 from keras import ops
 
-from kconstraints._base import Constraint, check_array, register
+from kconstraints._base import Constant, Constraint, check_array, register
 from kconstraints.serialization import get
 
 
@@ -154,14 +154,11 @@ class Fixed(_Masked):
             ) from err
         self.values = self._values if self._values.ndim else float(self._values)
         self._values_shape = tuple(self._values.shape)
+        self._constant = Constant(self._values)
 
     def project(self, w):
         check_fits(type(self).__name__, "values", self._values_shape, w)
-        # Array values stay NumPy until the weight's dtype is known (float64
-        # must not pass through float32); a number needs no conversion.
-        values = self.values if isinstance(self.values, float) else self._values
-        values = ops.convert_to_tensor(values, dtype=w.dtype)
-        return ops.where(self._where(w), values, w)
+        return ops.where(self._where(w), self._constant.like(w), w)
 
 
 @register

@@ -8,6 +8,7 @@ import numpy as np
 from keras import ops
 
 from kconstraints._base import (
+    Constant,
     Constraint,
     check_array,
     check_axis,
@@ -92,20 +93,26 @@ class Clip(Constraint):
                 )
         self.min_value = min_value if self._lo is None or self._lo.ndim else float(self._lo)
         self.max_value = max_value if self._hi is None or self._hi.ndim else float(self._hi)
+        self._low = None if self._lo is None else Constant(self._lo)
+        self._high = None if self._hi is None else Constant(self._hi)
 
     def _bound(self, bound, arg, x):
         shape = tuple(x.shape)
-        if bound.ndim and np.broadcast_shapes(bound.shape, shape) != shape:
+        try:
+            fits = np.broadcast_shapes(bound.shape, shape) == shape
+        except ValueError:
+            fits = False
+        if not fits:
             raise ValueError(
                 f"{type(self).__name__}: `{arg}` of shape {bound.shape} does not "
                 f"broadcast to the weight's shape {shape}."
             )
-        return bound
+        return bound.like(x)
 
     def project(self, w):
         x = upcast(w)
-        low = None if self._lo is None else self._bound(self._lo, "min_value", x)
-        high = None if self._hi is None else self._bound(self._hi, "max_value", x)
+        low = None if self._low is None else self._bound(self._low, "min_value", x)
+        high = None if self._high is None else self._bound(self._high, "max_value", x)
         return clamp(x, low, high)
 
 
@@ -143,6 +150,6 @@ class CenterAround(Constraint):
     def project(self, w):
         x = upcast(w)
         axes = resolve_axis(type(self).__name__, self.axis, x.shape)
-        count = math.prod(x.shape[a] for a in axes)
+        count = math.prod([x.shape[a] for a in axes])  # a generator breaks torch's graph
         # sum / count, not ops.mean: Keras's JAX mean reduces float64 in float32.
         return x - ops.sum(x, axis=axes, keepdims=True) / count + self.ref_value

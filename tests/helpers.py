@@ -72,6 +72,25 @@ def jit(fn):
     return torch.compile(fn)
 
 
+@contextlib.contextmanager
+def graph_breaks():
+    """`with graph_breaks() as n:` leaves in `n[0]` the graph breaks torch.compile met inside.
+
+    Code after a break runs as Python, and where it repeats a frame per
+    constraint it counts toward Dynamo's recompile limit. Always 0 on JAX and
+    TensorFlow, whose compilers trace the whole function or fail.
+    """
+    count = [0]
+    if BACKEND != "torch":
+        yield count
+        return
+    from torch._dynamo.utils import counters
+
+    before = sum(counters["graph_break"].values())
+    yield count
+    count[0] = sum(counters["graph_break"].values()) - before
+
+
 def sample(shape, kind="normal", seed=0):
     """Test inputs: 'normal', 'ties' (few distinct values, many zeros), 'large' (~1e6)."""
     rng = np.random.default_rng(seed)

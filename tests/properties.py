@@ -16,7 +16,17 @@ import numpy as np
 import pytest
 
 import kconstraints
-from tests.helpers import EPS, FLOAT_DTYPES, float64_enabled, jit, sample, tensor, to_np, tol
+from tests.helpers import (
+    EPS,
+    FLOAT_DTYPES,
+    float64_enabled,
+    graph_breaks,
+    jit,
+    sample,
+    tensor,
+    to_np,
+    tol,
+)
 
 
 @dataclasses.dataclass
@@ -116,8 +126,12 @@ class PropertySuite:
     def test_jit_matches_eager(self, case):
         w = tensor(sample(case.shape, "normal", seed=6))
         compiled = jit(lambda x: case.constraint(x))
+        with graph_breaks() as breaks:
+            got = to_np(compiled(w))
+        # torch: one graph, no Python between pieces of it.
+        assert breaks[0] == 0, f"{breaks[0]} graph breaks under torch.compile"
         np.testing.assert_allclose(
-            to_np(compiled(w)),
+            got,
             to_np(case.constraint(w)),
             rtol=0,
             atol=tol("float32", 10, case.factor),
