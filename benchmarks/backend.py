@@ -5,6 +5,7 @@ Everything else in `benchmarks/` is written against Keras and this module.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import platform
@@ -50,6 +51,48 @@ def compile_fn(fn):
 
     # Static shapes, as XLA has on the other two backends: one compile per shape.
     return torch.compile(fresh(fn), dynamic=False)
+
+
+# Dynamo cache entries allowed per code object within one group of contenders.
+GROUP_RECOMPILE_LIMIT = 256
+
+
+@contextlib.contextmanager
+def group_scope():
+    """Around the compiling and timing of one group of contenders.
+
+    On torch: an empty Dynamo cache and stricter limits, restored on exit.
+    Dynamo keeps compiled graphs per code object. Where a graph break splits
+    a trace, the frame after it (`Constraint.__call__`, Keras's torch
+    `train_step`) is compiled on its own, one cache entry per contender that
+    enters it; past `recompile_limit` entries (8) Dynamo runs that frame
+    eagerly and only logs a warning, which would time eager code as compiled.
+    So the group starts from an empty cache, the limit is raised to hold a
+    group, and reaching it raises: the contender gets an error, not a wrong
+    time.
+    """
+    if BACKEND != "torch":
+        yield
+        return
+    import torch
+
+    limits = dict(
+        recompile_limit=GROUP_RECOMPILE_LIMIT,
+        accumulated_recompile_limit=8 * GROUP_RECOMPILE_LIMIT,
+        fail_on_recompile_limit_hit=True,
+    )
+    with torch._dynamo.config.patch(**limits):
+        torch._dynamo.reset()
+        yield
+
+
+def graph_breaks():
+    """torch: how many graph breaks Dynamo has met in this process; None on the others."""
+    if BACKEND != "torch":
+        return None
+    from torch._dynamo.utils import counters
+
+    return sum(counters["graph_break"].values())
 
 
 def on_gpu() -> bool:

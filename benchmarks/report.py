@@ -160,6 +160,7 @@ def markdown(data, plots):
         for backend, result in backends.items():
             lines.append(section_projection(backend, result))
         lines.append(section_train(backends))
+        lines.append(section_graph_breaks(backends))
     for name in plots:
         lines.append(f"![{name}]({name})\n")
     failed = {b: r["error"] for b, r in data["backends"].items() if "error" in r}
@@ -353,6 +354,26 @@ def section_train(backends):
     return "## Train step\n\nMedian time of one compiled train step.\n\n" + table(
         ["backend", "model", "every kernel under", "time", "over unconstrained"], rows
     )
+
+
+def section_graph_breaks(backends):
+    """torch: the contenders whose compile met graph breaks (that code ran as Python)."""
+    counts = {}
+    for backend, r in backends.items():
+        for t in r["projection"] + r["train_step"]:
+            if t.get("graph_breaks"):
+                key = (backend, t.get("model", "projection"), t["impl_name"])
+                counts[key] = max(counts.get(key, 0), t["graph_breaks"])
+    if not any("graph_breaks" in t for r in backends.values() for t in r["projection"]):
+        return ""
+    intro = (
+        "## Graph breaks\n\nCounted by torch's Dynamo while compiling each contender "
+        "(most at any size); the code between breaks runs as Python, not compiled. "
+    )
+    if not counts:
+        return intro + "No contender met one.\n"
+    rows = [[b, m, name, str(n)] for (b, m, name), n in counts.items()]
+    return intro + "\n\n" + table(["backend", "part", "implementation", "graph breaks"], rows)
 
 
 def main(argv=None):

@@ -6,7 +6,7 @@ import math
 import statistics
 import time
 
-from benchmarks.backend import sync
+from benchmarks.backend import graph_breaks, group_scope, sync
 
 
 def error_record(err) -> dict:
@@ -32,16 +32,27 @@ def time_group(calls: dict, config, on_step=None) -> dict:
     Calls longer than `SLOW` seconds get one warm-up call and at most
     `SLOW_ROUNDS` rounds.
 
+    On torch the group starts from an empty Dynamo cache (`group_scope`), and
+    each result records the graph breaks its compile met (`graph_breaks`):
+    the code between them runs as Python.
+
     A callable that raises is left out of the rounds, its error recorded.
     `on_step()` is called after each compile and after each round.
     """
-    on_step = on_step or (lambda: None)
-    results, number, rounds = {}, {}, {}
+    with group_scope():
+        return _time_group(calls, config, on_step or (lambda: None))
+
+
+def _time_group(calls, config, on_step):
+    results, number, rounds, breaks = {}, {}, {}, {}
     for key, call in calls.items():
         try:
+            seen = graph_breaks()
             start = time.perf_counter()
             sync(call())
             compile_s = time.perf_counter() - start
+            if seen is not None:
+                breaks[key] = graph_breaks() - seen
             sync(call())
             number[key], best = calibrate(call, config.min_time)
             # The fastest of a few calls decides: one call that another
@@ -55,6 +66,8 @@ def time_group(calls: dict, config, on_step=None) -> dict:
             continue
         rounds[key] = min(config.repeats, SLOW_ROUNDS) if slow else config.repeats
         results[key] = {"compile_s": compile_s, "number": number[key], "times_s": []}
+        if key in breaks:
+            results[key]["graph_breaks"] = breaks[key]
         on_step()
     for r in range(config.repeats):
         for key, n in number.items():
