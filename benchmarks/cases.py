@@ -58,6 +58,13 @@ class Case:
     parity: bool = False
     # Largest weight size timed (a cost that grows faster than the size).
     max_size: int | None = None
+    # Tighter limits on some backends: {backend: size}.
+    backend_max_size: dict = dataclasses.field(default_factory=dict)
+
+    def limit(self, backend):
+        """The largest weight size timed on `backend` (None: no limit)."""
+        sizes = [s for s in (self.max_size, self.backend_max_size.get(backend)) if s]
+        return min(sizes, default=None)
 
 
 def fan_in(shape):
@@ -136,6 +143,12 @@ SPECTRAL_NORMALIZATION = Twin(
     "keras.layers.SpectralNormalization",
     wrapper=lambda layer: keras.layers.SpectralNormalization(layer),
 )
+
+# TensorFlow's XLA runs an SVD as a Jacobi iteration, slowly on a CPU
+# (measured, 2 cores, TF 2.21: 11 s per call at 256 x 256, 250 s for the first
+# call at 512 x 512, 1.4 s at 576 x 64); the SVD-based cases stop at 256 x 256
+# there. JAX's XLA calls LAPACK instead (0.006 s at 256 x 256).
+XLA_CPU_SVD = {"tensorflow": 256 * 256}
 
 CASES = [
     Case(
@@ -231,6 +244,7 @@ CASES = [
         "matrix",
         lambda shape: kc.Orthogonal(),
         (torch_parametrization("orthogonal"),),
+        backend_max_size=XLA_CPU_SVD,
     ),
     Case(
         "Orthogonal[newton_schulz]",
@@ -242,11 +256,12 @@ CASES = [
         "matrix",
         lambda shape: kc.SpectralNorm(1.0),
         (torch_parametrization("spectral_norm"), SPECTRAL_NORMALIZATION),
+        backend_max_size=XLA_CPU_SVD,
     ),
     Case("SpectralNorm[gram]", "matrix", lambda shape: kc.SpectralNorm(1.0, method="gram")),
     Case("Symmetric", "matrix", square(lambda shape: kc.Symmetric())),
     Case("PSD", "matrix", square(lambda shape: kc.PSD())),
-    Case("LowRank", "matrix", lambda shape: kc.LowRank(8)),
+    Case("LowRank", "matrix", lambda shape: kc.LowRank(8), backend_max_size=XLA_CPU_SVD),
 ]
 
 

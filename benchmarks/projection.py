@@ -26,6 +26,11 @@ def kernel_shape(size):
     return (rows, size // rows)
 
 
+def fits(case, size):
+    limit = case.limit(BACKEND)
+    return limit is None or size <= limit
+
+
 def groups(config, cases):
     """(shape, [(case, impl, impl_name, make)]) for every weight shape timed."""
     out = []
@@ -33,11 +38,11 @@ def groups(config, cases):
     for size in config.sizes:
         cap = config.max_reduction_size
         chosen = [c for c in plain if c.family == "elementwise" or cap is None or size <= cap]
-        chosen = [c for c in chosen if c.max_size is None or size <= c.max_size]
+        chosen = [c for c in chosen if fits(c, size)]
         out.append((kernel_shape(size), chosen))
     square = [c for c in cases if c.family == "matrix"]
-    if square:
-        out.extend(((n, n), square) for n in config.matrix_sizes)
+    for n in config.matrix_sizes if square else ():
+        out.append(((n, n), [c for c in square if fits(c, n * n)]))
     contenders = []
     for shape, chosen in out:
         row = []

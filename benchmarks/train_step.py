@@ -8,6 +8,8 @@ MLP also compares `torch.nn.utils.parametrizations` with a projection.
 
 from __future__ import annotations
 
+import itertools
+
 import keras
 import numpy as np
 
@@ -127,11 +129,31 @@ def torch_variants(config, cases):
     return out
 
 
+def kernel_sizes(name, spec):
+    """The entries of each kernel of model `name` (what its constraints see)."""
+    if name == "mlp":
+        inputs, hidden, classes, _ = spec
+        widths = [inputs, *hidden, classes]
+        return [a * b for a, b in itertools.pairwise(widths)]
+    _, channels, filters, classes, _ = spec
+    ins = [channels, *filters[:-1]]
+    return [9 * a * b for a, b in zip(ins, filters, strict=True)] + [filters[-1] * classes]
+
+
+def trains(case, name, config):
+    """Whether `case` fits its backend limit (`Case.backend_max_size`) in model `name`."""
+    limit = case.backend_max_size.get(backend.BACKEND)
+    return limit is None or max(kernel_sizes(name, getattr(config, name))) <= limit
+
+
 def plan(config, cases):
     """[(model label, variants)] of every group of steps timed together."""
     if config.train_cases is not None:
         cases = [c for c in cases if c.name in config.train_cases]
-    groups = [(name, variants(config, name, cases)) for name in config.train_models]
+    groups = [
+        (name, variants(config, name, [c for c in cases if trains(c, name, config)]))
+        for name in config.train_models
+    ]
     if backend.BACKEND == "torch" and config.train_twins and "mlp" in config.train_models:
         native = torch_variants(config, cases)
         if native:

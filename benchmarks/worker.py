@@ -8,7 +8,7 @@ import sys
 import time
 
 from benchmarks import projection, train_step
-from benchmarks.backend import describe
+from benchmarks.backend import BACKEND, describe
 from benchmarks.cases import select
 
 
@@ -57,7 +57,7 @@ def run_backend(config) -> dict:
         "device": device,
         "config": config.to_json(),
         "cases": [
-            {"name": c.name, "family": c.family, "max_size": c.max_size, "parity": c.parity}
+            {"name": c.name, "family": c.family, "max_size": c.limit(BACKEND), "parity": c.parity}
             for c in cases
         ],
         "started": started,
