@@ -38,7 +38,11 @@ def _names(text):
 
 def parser():
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="CI-sized smoke run (seconds per backend)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI-sized smoke run (a minute or two per backend on a CPU)",
+    )
     p.add_argument(
         "--backend",
         type=_names,

@@ -245,18 +245,20 @@ def section_settings(data):
     return "## Settings\n\n" + table(head, rows)
 
 
-def section_headline(backends):
+def headline_table(backends, models=None, family=True):
+    """The headline comparison as a Markdown table; `models` picks the train-step columns."""
     heads = {b: headline(r["projection"]) for b, r in backends.items()}
     trains = {b: overheads(r["train_step"]) for b, r in backends.items()}
     cases = list(dict.fromkeys(c for h in heads.values() for c in h))
-    models = list(dict.fromkeys(m for t in trains.values() for m, _ in t))
+    if models is None:
+        models = list(dict.fromkeys(m for t in trains.values() for m, _ in t))
     names = " / ".join(SHORT.get(b, b) for b in backends)
     rows = []
     for case in cases:
         entries = [heads[b].get(case) for b in backends]
         first = next(e for e in entries if e)
         sizes = " / ".join(fmt_size(e["size"]) if e else "-" for e in entries)
-        row = [case, first["family"], sizes]
+        row = [case, first["family"], sizes] if family else [case, sizes]
         row.append(" / ".join(fmt_ratio(e and e["ratio_to_copy"]) for e in entries))
         twins = list(dict.fromkeys(t for e in entries if e for t in e["twins"]))
         row.append(
@@ -269,16 +271,20 @@ def section_headline(backends):
         for model in models:
             row.append(" / ".join(fmt_pct(trains[b].get((model, case))) for b in backends))
         rows.append(row)
-    head = ["constraint", "family", f"size ({names})", f"x copy ({names})"]
-    head.append(f"time over alternative ({names})")
+    head = ["constraint", "family"] if family else ["constraint"]
+    head += [f"size ({names})", f"x copy ({names})", f"time over alternative ({names})"]
     head += [f"{m} train step ({names})" for m in models]
+    return table(head, rows)
+
+
+def section_headline(backends):
     return (
         "## Headline\n\nProjection at the largest size the constraints that are neither "
         "elementwise nor matrix reached (or a constraint's own largest; matrices at the "
         "largest side); "
         "`time over alternative` below 1 means kconstraints is faster; the train-step "
         "columns are the time added to a compiled step with every kernel constrained.\n\n"
-        + table(head, rows)
+        + headline_table(backends)
     )
 
 
@@ -377,9 +383,14 @@ def section_graph_breaks(backends):
 
 
 def main(argv=None):
-    """Redraw the tables and plots of a results folder."""
-    folder = pathlib.Path((argv or sys.argv[1:])[0])
+    """Redraw the tables and plots of a results folder; `--readme` prints the short headline."""
+    args = argv or sys.argv[1:]
+    folder = pathlib.Path(args[0])
     data = json.loads((folder / "results.json").read_text())
+    if "--readme" in args[1:]:
+        backends = {b: r for b, r in data["backends"].items() if "error" not in r}
+        print(headline_table(backends, models=["mlp"], family=False), end="")
+        return
     plots = draw(folder, data)
     (folder / "README.md").write_text(markdown(data, plots))
 

@@ -27,6 +27,13 @@ XLA's own and in float64 only about float32-accurate: measured against
 NumPy's float64 results on 8 x 5 and 5 x 5 matrices, `Orthogonal` was off
 by 2e-7 and `PSD` by 9e-7 there, against 1e-15 eagerly; float32 results
 (~3e-7) are as accurate compiled as eager on every backend.
+
+Speed under TF XLA on a CPU: XLA runs the SVD as its own Jacobi iteration
+rather than LAPACK, measured (2 cores, TensorFlow 2.21) at 11 s per call
+for a 256 x 256 kernel and 250 s for the first call at 512 x 512, where JAX
+takes 6 ms and 30 ms. There, prefer the matmul-only methods
+(`SpectralNorm(method="gram")`, `Orthogonal(method="newton_schulz")`) or
+`compile(jit_compile=False)`.
 """
 
 from __future__ import annotations

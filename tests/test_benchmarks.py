@@ -104,6 +104,14 @@ def test_quick_run_writes_json_and_markdown(quick_report):
     assert "keras.constraints.MaxNorm" in text and "kconstraints.MaxNorm" in text
 
 
+def test_readme_headline_is_one_row_per_constraint(quick_report, capsys):
+    _, out = quick_report
+    report.main([str(out), "--readme"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| constraint | size (") and "mlp train step" in lines[0]
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| MaxNorm"]
+
+
 def test_quick_run_draws_plots(quick_report):
     pytest.importorskip("matplotlib", reason="the plots need matplotlib (the test group has it)")
     _, out = quick_report
