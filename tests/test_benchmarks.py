@@ -1,14 +1,17 @@
 """The benchmarks: every constraint has a case, each case times what it claims, --quick works."""
 
+import collections
+import itertools
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 import kconstraints as kc
-from benchmarks import report
+from benchmarks import report, timing
 from benchmarks.cases import CASES, twins_for
 from benchmarks.config import Config
 from benchmarks.worker import run_backend
@@ -54,6 +57,37 @@ def test_case_and_its_twins_project_onto_the_same_set(case, shape):
         got = to_np(twin.make(shape)(w))
         # Keras divides by `norm + 1e-7`: equal up to that epsilon.
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=twin.name)
+
+
+def test_rounds_shuffle_the_contenders_and_warm_each_fast_one(monkeypatch):
+    """Every round in a new order, an untimed call before each fast batch, slow ones capped."""
+    monkeypatch.setattr(timing, "SLOW", 0.01)
+    log, marks = [], []
+
+    def contender(name, seconds=0.0):
+        def call():
+            log.append(name)
+            time.sleep(seconds)
+
+        return call
+
+    calls = {name: contender(name) for name in "abcde"}
+    calls["slow"] = contender("slow", 0.02)
+    config = Config.quick_preset(repeats=5, warmup=1, min_time=0.0)
+    out = timing.time_group(calls, config, on_step=lambda: marks.append(len(log)))
+    assert {k: len(r["times_s"]) for k, r in out.items()} == {
+        **dict.fromkeys("abcde", 5),
+        "slow": 3,
+    }
+    bounds = marks[len(calls) - 1 :]  # after the last compile step, one mark per round
+    rounds = [log[i:j] for i, j in itertools.pairwise(bounds)]
+    assert len(rounds) == 5
+    for r, names in enumerate(rounds):
+        # min_time=0: one timed call each, after one untimed call; the slow one alone.
+        expected = {**dict.fromkeys("abcde", 2), **({"slow": 1} if r < 3 else {})}
+        assert collections.Counter(names) == expected
+    orders = {tuple(dict.fromkeys(names)) for names in rounds}
+    assert len(orders) > 1
 
 
 def check_result(result, cases):
