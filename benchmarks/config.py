@@ -78,6 +78,10 @@ class Config:
             min_time=0.002,
             mlp=(32, (32, 32), 4, 16),
             cnn=(8, 2, (4, 4), 4, 8),
+            # Train steps for one case per kind of alternative (a Keras
+            # constraint, optax, a torch parametrization, a Keras wrapper):
+            # torch.compile takes 5-10 s per model on a CPU.
+            train_cases=("NonNeg", "MaxNorm", "Simplex", "SpectralNorm"),
         )
         return cls(**{**quick, **overrides})
 
