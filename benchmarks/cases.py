@@ -149,6 +149,9 @@ SPECTRAL_NORMALIZATION = Twin(
 # call at 512 x 512, 1.4 s at 576 x 64); the SVD-based cases stop at 256 x 256
 # there. JAX's XLA calls LAPACK instead (0.006 s at 256 x 256).
 XLA_CPU_SVD = {"tensorflow": 256 * 256}
+# The other matrix cases stop at 1024 x 1024 there: at 2048 x 2048 one of them
+# (compile and first calls) had not finished after six minutes.
+XLA_CPU_MATRIX = {"tensorflow": 1024 * 1024}
 
 # A sort of 1e8 float32 entries takes about 16 s per call on 2 CPU cores (JAX,
 # measured), and 50 Dykstra sweeps over them about 10 s: the sort-based and
@@ -258,6 +261,7 @@ CASES = [
         "Orthogonal[newton_schulz]",
         "matrix",
         lambda shape: kc.Orthogonal(method="newton_schulz"),
+        backend_max_size=XLA_CPU_MATRIX,
     ),
     Case(
         "SpectralNorm",
@@ -266,9 +270,19 @@ CASES = [
         (torch_parametrization("spectral_norm"), SPECTRAL_NORMALIZATION),
         backend_max_size=XLA_CPU_SVD,
     ),
-    Case("SpectralNorm[gram]", "matrix", lambda shape: kc.SpectralNorm(1.0, method="gram")),
-    Case("Symmetric", "matrix", square(lambda shape: kc.Symmetric())),
-    Case("PSD", "matrix", square(lambda shape: kc.PSD())),
+    Case(
+        "SpectralNorm[gram]",
+        "matrix",
+        lambda shape: kc.SpectralNorm(1.0, method="gram"),
+        backend_max_size=XLA_CPU_MATRIX,
+    ),
+    Case(
+        "Symmetric",
+        "matrix",
+        square(lambda shape: kc.Symmetric()),
+        backend_max_size=XLA_CPU_MATRIX,
+    ),
+    Case("PSD", "matrix", square(lambda shape: kc.PSD()), backend_max_size=XLA_CPU_MATRIX),
     Case("LowRank", "matrix", lambda shape: kc.LowRank(8), backend_max_size=XLA_CPU_SVD),
 ]
 

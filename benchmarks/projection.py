@@ -41,8 +41,10 @@ def groups(config, cases):
         chosen = [c for c in chosen if fits(c, size)]
         out.append((kernel_shape(size), chosen))
     square = [c for c in cases if c.family == "matrix"]
-    for n in config.matrix_sizes if square else ():
-        out.append(((n, n), [c for c in square if fits(c, n * n)]))
+    for n in config.matrix_sizes:
+        chosen = [c for c in square if fits(c, n * n)]
+        if chosen:
+            out.append(((n, n), chosen))
     contenders = []
     for shape, chosen in out:
         row = []
