@@ -58,13 +58,13 @@ class Case:
     parity: bool = False
     # Largest weight size timed (a cost that grows faster than the size).
     max_size: int | None = None
-    # Tighter limits on some backends: {backend: size}.
+    # Tighter limits for some backends on a CPU (a GPU run ignores them): {backend: size}.
     backend_max_size: dict = dataclasses.field(default_factory=dict)
 
-    def limit(self, backend):
+    def limit(self, backend, gpu=False):
         """The largest weight size timed on `backend` (None: no limit)."""
-        sizes = [s for s in (self.max_size, self.backend_max_size.get(backend)) if s]
-        return min(sizes, default=None)
+        cpu = None if gpu else self.backend_max_size.get(backend)
+        return min([s for s in (self.max_size, cpu) if s], default=None)
 
 
 def fan_in(shape):
@@ -148,10 +148,12 @@ SPECTRAL_NORMALIZATION = Twin(
 # (measured, 2 cores, TF 2.21: 11 s per call at 256 x 256, 250 s for the first
 # call at 512 x 512, 1.4 s at 576 x 64); the SVD-based cases stop at 256 x 256
 # there. JAX's XLA calls LAPACK instead (0.006 s at 256 x 256).
-XLA_CPU_SVD = {"tensorflow": 256 * 256}
-# The other matrix cases stop at 1024 x 1024 there: at 2048 x 2048 one of them
-# (compile and first calls) had not finished after six minutes.
-XLA_CPU_MATRIX = {"tensorflow": 1024 * 1024}
+# On torch (LAPACK) they stop at 2048 x 2048: at 4096 x 4096 each SVD-based
+# contender's compile and first calls took about a minute (2 cores).
+CPU_SVD_LIMIT = {"tensorflow": 256 * 256, "torch": 2048 * 2048}
+# On TensorFlow the other matrix cases stop at 1024 x 1024: at 2048 x 2048 one
+# of them (compile and first calls) had not finished after six minutes.
+CPU_MATRIX_LIMIT = {"tensorflow": 1024 * 1024}
 
 # A sort of 1e8 float32 entries takes about 16 s per call on 2 CPU cores (JAX,
 # measured), and 50 Dykstra sweeps over them about 10 s: the sort-based and
@@ -255,35 +257,35 @@ CASES = [
         "matrix",
         lambda shape: kc.Orthogonal(),
         (torch_parametrization("orthogonal"),),
-        backend_max_size=XLA_CPU_SVD,
+        backend_max_size=CPU_SVD_LIMIT,
     ),
     Case(
         "Orthogonal[newton_schulz]",
         "matrix",
         lambda shape: kc.Orthogonal(method="newton_schulz"),
-        backend_max_size=XLA_CPU_MATRIX,
+        backend_max_size=CPU_MATRIX_LIMIT,
     ),
     Case(
         "SpectralNorm",
         "matrix",
         lambda shape: kc.SpectralNorm(1.0),
         (torch_parametrization("spectral_norm"), SPECTRAL_NORMALIZATION),
-        backend_max_size=XLA_CPU_SVD,
+        backend_max_size=CPU_SVD_LIMIT,
     ),
     Case(
         "SpectralNorm[gram]",
         "matrix",
         lambda shape: kc.SpectralNorm(1.0, method="gram"),
-        backend_max_size=XLA_CPU_MATRIX,
+        backend_max_size=CPU_MATRIX_LIMIT,
     ),
     Case(
         "Symmetric",
         "matrix",
         square(lambda shape: kc.Symmetric()),
-        backend_max_size=XLA_CPU_MATRIX,
+        backend_max_size=CPU_MATRIX_LIMIT,
     ),
-    Case("PSD", "matrix", square(lambda shape: kc.PSD()), backend_max_size=XLA_CPU_MATRIX),
-    Case("LowRank", "matrix", lambda shape: kc.LowRank(8), backend_max_size=XLA_CPU_SVD),
+    Case("PSD", "matrix", square(lambda shape: kc.PSD()), backend_max_size=CPU_MATRIX_LIMIT),
+    Case("LowRank", "matrix", lambda shape: kc.LowRank(8), backend_max_size=CPU_SVD_LIMIT),
 ]
 
 

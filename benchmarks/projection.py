@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from benchmarks.backend import BACKEND, compile_fn, to_device
+from benchmarks.backend import BACKEND, compile_fn, on_gpu, to_device
 from benchmarks.cases import twins_for
 from benchmarks.timing import time_group
 
@@ -27,7 +27,7 @@ def kernel_shape(size):
 
 
 def fits(case, size):
-    limit = case.limit(BACKEND)
+    limit = case.limit(BACKEND, on_gpu())
     return limit is None or size <= limit
 
 

@@ -57,7 +57,12 @@ def run_backend(config) -> dict:
         "device": device,
         "config": config.to_json(),
         "cases": [
-            {"name": c.name, "family": c.family, "max_size": c.limit(BACKEND), "parity": c.parity}
+            {
+                "name": c.name,
+                "family": c.family,
+                "max_size": c.limit(BACKEND, device["kind"] == "gpu"),
+                "parity": c.parity,
+            }
             for c in cases
         ],
         "started": started,
