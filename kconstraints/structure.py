@@ -153,11 +153,10 @@ class Fixed(_Masked):
                 f"{self._values.shape} do not broadcast together."
             ) from err
         self.values = self._values if self._values.ndim else float(self._values)
-        self._values_shape = tuple(self._values.shape)
         self._constant = Constant(self._values)
 
     def project(self, w):
-        check_fits(type(self).__name__, "values", self._values_shape, w)
+        check_fits(type(self).__name__, "values", self._constant.shape, w)
         return ops.where(self._where(w), self._constant.like(w), w)
 
 

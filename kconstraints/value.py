@@ -76,25 +76,25 @@ class Clip(Constraint):
         name = type(self).__name__
         if min_value is None and max_value is None:
             raise ValueError(f"{name}: give at least one of `min_value` and `max_value`.")
-        self._lo = None if min_value is None else check_array(name, "min_value", min_value)
-        self._hi = None if max_value is None else check_array(name, "max_value", max_value)
-        if self._lo is not None and self._hi is not None:
+        lo = None if min_value is None else check_array(name, "min_value", min_value)
+        hi = None if max_value is None else check_array(name, "max_value", max_value)
+        if lo is not None and hi is not None:
             try:
-                bad = np.any(self._lo > self._hi)
+                bad = np.any(lo > hi)
             except ValueError as err:
                 raise ValueError(
-                    f"{name}: `min_value` of shape {self._lo.shape} and `max_value` of "
-                    f"shape {self._hi.shape} do not broadcast together."
+                    f"{name}: `min_value` of shape {lo.shape} and `max_value` of "
+                    f"shape {hi.shape} do not broadcast together."
                 ) from err
             if bad:
                 raise ValueError(
                     f"{name}: `min_value` must be <= `max_value` everywhere, "
                     f"got min_value={min_value!r}, max_value={max_value!r}."
                 )
-        self.min_value = min_value if self._lo is None or self._lo.ndim else float(self._lo)
-        self.max_value = max_value if self._hi is None or self._hi.ndim else float(self._hi)
-        self._low = None if self._lo is None else Constant(self._lo)
-        self._high = None if self._hi is None else Constant(self._hi)
+        self.min_value = min_value if lo is None or lo.ndim else float(lo)
+        self.max_value = max_value if hi is None or hi.ndim else float(hi)
+        self._low = None if lo is None else Constant(lo)
+        self._high = None if hi is None else Constant(hi)
 
     def _bound(self, bound, arg, x):
         shape = tuple(x.shape)
