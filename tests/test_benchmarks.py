@@ -167,3 +167,12 @@ def test_command_line_quick_run_merges_into_its_folder(tmp_path):
     assert data["backends"][BACKEND]["config"]["quick"] is True
     assert {r["case"] for r in data["backends"][BACKEND]["projection"]} == {"copy", "NonNeg"}
     assert "kept" in (tmp_path / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "before, after, busy",
+    [(1.1, 2.1, False), (0.5, 3.9, False), (2.5, 2.0, True), (1.0, 4.5, True)],
+)
+def test_oversubscribed_discounts_the_benchmarks_own_threads(before, after, busy):
+    device = {"cpu_count": 2, "load_average": [before], "load_average_end": [after]}
+    assert report.oversubscribed({"device": device}) is busy
