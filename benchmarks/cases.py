@@ -61,10 +61,14 @@ class Case:
     # Tighter limits for some backends on a CPU (a GPU run ignores them): {backend: size}.
     backend_max_size: dict = dataclasses.field(default_factory=dict)
 
+    def cpu_limit(self, backend, gpu=False):
+        """The tighter limit of `backend` on a CPU (None on a GPU, or where it has none)."""
+        return None if gpu else self.backend_max_size.get(backend)
+
     def limit(self, backend, gpu=False):
         """The largest weight size timed on `backend` (None: no limit)."""
-        cpu = None if gpu else self.backend_max_size.get(backend)
-        return min([s for s in (self.max_size, cpu) if s], default=None)
+        sizes = (self.max_size, self.cpu_limit(backend, gpu))
+        return min([s for s in sizes if s], default=None)
 
 
 def fan_in(shape):

@@ -141,8 +141,8 @@ def kernel_sizes(name, spec):
 
 
 def trains(case, name, config):
-    """Whether `case` fits its CPU limit on this backend (`Case.backend_max_size`) in `name`."""
-    limit = None if backend.on_gpu() else case.backend_max_size.get(backend.BACKEND)
+    """Whether `case` fits its CPU limit on this backend (`Case.cpu_limit`) in model `name`."""
+    limit = case.cpu_limit(backend.BACKEND, backend.on_gpu())
     return limit is None or max(kernel_sizes(name, getattr(config, name))) <= limit
 
 
