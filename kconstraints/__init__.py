@@ -2,15 +2,17 @@
 
 from kconstraints import callbacks
 from kconstraints._base import Constraint
+from kconstraints.affine import CenterAround
+from kconstraints.bounds import Clip, NonNeg
 from kconstraints.combine import Compose, Intersection
+from kconstraints.masked import Fixed, Mask, Partial
 from kconstraints.matrix import PSD, LowRank, Orthogonal, SpectralNorm, Symmetric
-from kconstraints.norm import L1Ball, MaxNorm, MinMaxNorm, Simplex, UnitNorm
+from kconstraints.norm import MaxNorm, MinMaxNorm, UnitNorm
 from kconstraints.order import Monotonic
 from kconstraints.penalty import Penalty
 from kconstraints.serialization import deserialize, get, serialize
-from kconstraints.structure import Fixed, Mask, Partial
-from kconstraints.training import Variable, constrain, constrained_variables, project, violations
-from kconstraints.value import CenterAround, Clip, NonNeg
+from kconstraints.simplex import L1Ball, Simplex
+from kconstraints.variables import Variable, constrain, constrained_variables, project, violations
 
 __version__ = "0.1.0"
 

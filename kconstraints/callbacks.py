@@ -1,18 +1,20 @@
 """Keras callbacks that keep constraints holding for all of `fit()`, and report on them.
 
-Where the callback hooks fall, in Keras 3.15's `fit()` on JAX, TensorFlow
-and torch alike: `on_train_begin` runs before the first step, and
-`on_train_end` runs *after* `optimizer.finalize_variable_values()`, the call
-that overwrites the weights with their moving average when the optimizer has
-`use_ema=True`. So a projection made in `on_train_end` is the last word on
-the weights. (`tests/test_callbacks.py` checks this order on every backend.)
+Where the callback hooks fall in `fit()`, on JAX, TensorFlow and torch
+alike: `on_train_begin` runs before the first step, and `on_train_end` runs
+*after* `optimizer.finalize_variable_values()`, the call that overwrites the
+weights with their moving average when the optimizer has `use_ema=True`. So
+a projection made in `on_train_end` is the last word on the weights (the
+Keras version this was verified on is in `_backend.py`;
+`tests/test_callbacks.py` checks the order on every backend).
 """
 
 from __future__ import annotations
 
 import keras
 
-from kconstraints.training import project, violations
+from kconstraints._checks import check_bool, check_text
+from kconstraints.variables import project, violations
 
 
 def _worst(found):
@@ -99,10 +101,8 @@ class ConstraintMonitor(keras.callbacks.Callback):
 
     def __init__(self, name="constraint_violation", per_variable=False):
         super().__init__()
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"ConstraintMonitor: `name` must be a non-empty string, got {name!r}.")
-        self.name = name
-        self.per_variable = bool(per_variable)
+        self.name = check_text(type(self).__name__, "name", name)
+        self.per_variable = check_bool(type(self).__name__, "per_variable", per_variable)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:

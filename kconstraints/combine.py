@@ -2,42 +2,23 @@
 
 from __future__ import annotations
 
-import numbers
-
 from keras import ops
 
-from kconstraints._base import Constraint, register, upcast
-from kconstraints.serialization import get
-from kconstraints.structure import describe
+from kconstraints._base import Constraint, register
+from kconstraints._checks import check_constraints, check_int
+from kconstraints._tensors import upcast
 
 
-def check_constraints(owner, constraints):
-    """A non-empty list of constraints (instances, names or configs), resolved."""
-    if not isinstance(constraints, (list, tuple)) or not constraints:
-        raise ValueError(
-            f"{owner}: `constraints` must be a non-empty list of constraints, got {constraints!r}."
-        )
-    resolved = [get(c) for c in constraints]
-    for c in resolved:
-        if not callable(c):
-            raise ValueError(f"{owner}: every entry of `constraints` must be callable, got {c!r}.")
-    return resolved
-
-
-class _Several(Constraint):
-    """Shared: elementwise exactly when every member is."""
+class _ConstraintList(Constraint):
+    """Shared: a list of constraints, elementwise exactly when every member is."""
 
     def _set_constraints(self, constraints):
-        self.constraints = check_constraints(type(self).__name__, constraints)
+        self.constraints = check_constraints(self._owner, "constraints", constraints)
         self.elementwise = all(getattr(c, "elementwise", False) for c in self.constraints)
-
-    def __repr__(self):
-        extra = {"iterations": self.iterations} if hasattr(self, "iterations") else {}
-        return describe(self, constraints=self.constraints, **extra)
 
 
 @register
-class Compose(_Several):
+class Compose(_ConstraintList):
     """Constraints applied one after the other: `P(w) = c_k(...c_2(c_1(w)))`.
 
     The result lies in the last constraint's set; it lies in all of them when
@@ -69,13 +50,13 @@ class Compose(_Several):
 
     def project(self, w):
         x = upcast(w)
-        for c in self.constraints:
-            x = c(x)
+        for constraint in self.constraints:
+            x = constraint(x)
         return x
 
 
 @register
-class Intersection(_Several):
+class Intersection(_ConstraintList):
     """The projection onto the intersection of convex sets, by Dykstra's algorithm.
 
     `P(w) = argmin_{z in C_1 ∩ ... ∩ C_k} ||z - w||`, approximated by
@@ -94,13 +75,10 @@ class Intersection(_Several):
 
     How the error falls: for polyhedral sets (`NonNeg`, `Clip`,
     `CenterAround`, `Mask`, `Fixed`, `Partial`, `Simplex`, `L1Ball`,
-    `Monotonic`) the distance to `P(w)` falls geometrically, `<= c q^k` after
-    k sweeps with `q < 1` set by the angles between the sets (Deutsch &
-    Hundal 1994): slow when they meet at a small angle. With a curved set
-    (`MaxNorm`) it converges, at a rate that is not guaranteed. With a
-    non-convex set (`UnitNorm`, `MinMaxNorm` with `min_value > 0`,
-    `Orthogonal`) nothing is guaranteed. The tests measure the error against
-    exact projections.
+    `Monotonic`) geometrically in the sweeps, slowly when the sets meet at a
+    small angle (Deutsch & Hundal 1994); with a curved set (`MaxNorm`) it
+    converges at no guaranteed rate; with a non-convex set (`UnitNorm`,
+    `MinMaxNorm(min_value > 0)`, `Orthogonal`) nothing is guaranteed.
 
     Args:
         constraints: the constraints whose sets are intersected: instances,
@@ -122,21 +100,13 @@ class Intersection(_Several):
 
     def __init__(self, constraints, iterations=100):
         self._set_constraints(constraints)
-        if (
-            isinstance(iterations, bool)
-            or not isinstance(iterations, numbers.Integral)
-            or iterations < 1
-        ):
-            raise ValueError(
-                f"{type(self).__name__}: `iterations` must be an int >= 1, got {iterations!r}."
-            )
-        self.iterations = int(iterations)
+        self.iterations = check_int(self._owner, "iterations", iterations)
 
     def _sweep(self, _, state):
         x, corrections = state[0], list(state[1:])
-        for i, c in enumerate(self.constraints):
+        for i, constraint in enumerate(self.constraints):
             shifted = x + corrections[i]
-            x = c(shifted)
+            x = constraint(shifted)
             corrections[i] = shifted - x
         return (x, *corrections)
 

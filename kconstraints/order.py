@@ -15,8 +15,9 @@ import math
 
 from keras import ops
 
-from kconstraints._base import Constraint, check_axis, register, upcast
-from kconstraints.norm import cumsum_last, to_rows
+from kconstraints._base import Constraint, register
+from kconstraints._checks import check_bool, check_one_axis, resolve_axis
+from kconstraints._tensors import cumsum_last, slices_as_rows, upcast
 
 # How many (start, end) pairs of points are held at once, summed over the
 # slices of one chunk: 2**23 pairs, 32 MiB per float32 temporary. A chunk holds
@@ -26,33 +27,35 @@ from kconstraints.norm import cumsum_last, to_rows
 PAIRS_PER_CHUNK = 2**23
 
 
-def _hull_flags(c):
-    """For rows of points `(m, c[m])`: 1 where a point lies on the lower convex hull.
+def _hull_flags(cumsums):
+    """For rows of points `(m, cumsums[m])`: 1 where a point lies on the lower convex hull.
 
     A point m lies on the lower hull exactly when some line through it stays
     below every other point, i.e. when the steepest chord arriving from the
     left is no steeper than the flattest chord leaving to the right. All
     chords of a row are formed at once: O(n^2) work and memory, no loop.
     """
-    n1 = c.shape[-1]
+    n1 = cumsums.shape[-1]
     index = ops.arange(n1, dtype="int32")
-    gap = ops.cast(index[None, :] - index[:, None], c.dtype)  # [a, b] -> b - a
+    gap = ops.cast(index[None, :] - index[:, None], cumsums.dtype)  # [a, b] -> b - a
     ahead = gap > 0
-    chord = (c[:, None, :] - c[:, :, None]) / ops.where(ahead, gap, ops.ones_like(gap))
-    inf = ops.convert_to_tensor(math.inf, dtype=c.dtype)
+    chord = (cumsums[:, None, :] - cumsums[:, :, None]) / ops.where(ahead, gap, ops.ones_like(gap))
+    inf = ops.convert_to_tensor(math.inf, dtype=cumsums.dtype)
     steepest_in = ops.amax(ops.where(ahead, chord, -inf), axis=-2)
     flattest_out = ops.amin(ops.where(ahead, chord, inf), axis=-1)
-    return ops.cast(steepest_in <= flattest_out, c.dtype)
+    return ops.cast(steepest_in <= flattest_out, cumsums.dtype)
 
 
-def _hull_flags_chunked(c):
+def _hull_flags_chunked(cumsums):
     """`_hull_flags` over chunks of rows, so memory stays under `PAIRS_PER_CHUNK`."""
-    rows, n1 = c.shape
+    rows, n1 = cumsums.shape
     per_chunk = max(1, PAIRS_PER_CHUNK // (n1 * n1))
     if rows <= per_chunk:
-        return _hull_flags(c)
+        return _hull_flags(cumsums)
     chunks = -(-rows // per_chunk)
-    padded = ops.concatenate([c, ops.zeros((chunks * per_chunk - rows, n1), dtype=c.dtype)])
+    padded = ops.concatenate(
+        [cumsums, ops.zeros((chunks * per_chunk - rows, n1), dtype=cumsums.dtype)]
+    )
     flags = ops.map(_hull_flags, ops.reshape(padded, (chunks, per_chunk, n1)))
     return ops.reshape(flags, (-1, n1))[:rows]
 
@@ -68,8 +71,8 @@ def isotonic_rows(x):
     `P(x)_i = max_{j <= i} min_{k >= i} mean(x_j..x_k)`.
     """
     n = x.shape[-1]
-    c = ops.concatenate([ops.zeros_like(x[:, :1]), cumsum_last(x)], axis=-1)
-    on_hull = _hull_flags_chunked(c) > 0
+    cumsums = ops.concatenate([ops.zeros_like(x[:, :1]), cumsum_last(x)], axis=-1)
+    on_hull = _hull_flags_chunked(cumsums) > 0
     point = ops.arange(n + 1, dtype="int32")
     # Hull vertices in increasing order; the last one, n, pads the tail.
     vertices = ops.sort(ops.where(on_hull, point, point[-1]), axis=-1)
@@ -77,9 +80,9 @@ def isotonic_rows(x):
     start = ops.take_along_axis(vertices, segment, axis=-1)
     end = ops.take_along_axis(vertices, segment + 1, axis=-1)
     width = end - start
-    mean = (ops.take_along_axis(c, end, axis=-1) - ops.take_along_axis(c, start, axis=-1)) / (
-        ops.cast(width, x.dtype)
-    )
+    mean = (
+        ops.take_along_axis(cumsums, end, axis=-1) - ops.take_along_axis(cumsums, start, axis=-1)
+    ) / (ops.cast(width, x.dtype))
     # A segment of one entry is that entry: an ordered slice comes back bit for bit.
     return ops.where(width == 1, x, mean)
 
@@ -121,17 +124,11 @@ class Monotonic(Constraint):
     """
 
     def __init__(self, axis=0, increasing=True):
-        name = type(self).__name__
-        if isinstance(axis, (list, tuple)) or axis is None:
-            raise ValueError(
-                f"{name}: `axis` must be one int (the order runs along it), got {axis!r}."
-            )
-        self.axis = check_axis(name, axis)
-        if not isinstance(increasing, bool):
-            raise ValueError(f"{name}: `increasing` must be True or False, got {increasing!r}.")
-        self.increasing = increasing
+        self.axis = check_one_axis(self._owner, "axis", axis)
+        self.increasing = check_bool(self._owner, "increasing", increasing)
 
     def project(self, w):
         sign = 1.0 if self.increasing else -1.0
-        rows, restore = to_rows(type(self).__name__, self.axis, upcast(w) * sign)
+        x = upcast(w) * sign
+        rows, restore = slices_as_rows(x, resolve_axis(self._owner, "axis", self.axis, x.shape))
         return restore(isotonic_rows(rows)) * sign

@@ -5,13 +5,13 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kconstraints._base import PACKAGE, _config_value, _from_config_value, check_number, upcast
-from kconstraints.serialization import get
-from kconstraints.structure import describe
+from kconstraints._base import PACKAGE, Configurable
+from kconstraints._checks import check_constraint, check_number
+from kconstraints._tensors import upcast
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class Penalty(keras.regularizers.Regularizer):
+class Penalty(Configurable, keras.regularizers.Regularizer):
     """Soft constraint: `strength * dist(w, C)^2 = strength * sum((w - P(w))^2)`.
 
     A hard constraint projects after each step, so the gradient never sees
@@ -42,24 +42,10 @@ class Penalty(keras.regularizers.Regularizer):
     """
 
     def __init__(self, constraint, strength=1.0):
-        name = type(self).__name__
-        self.constraint = get(constraint)
-        if not callable(self.constraint):
-            raise ValueError(f"{name}: `constraint` must be a constraint, got {constraint!r}.")
-        check_number(name, "strength", strength, low=0)
-        self.strength = strength
+        self.constraint = check_constraint(self._owner, "constraint", constraint)
+        self.strength = check_number(self._owner, "strength", strength, low=0)
 
     def __call__(self, x):
         x = upcast(ops.convert_to_tensor(x))
         gap = x - ops.stop_gradient(self.constraint(x))
         return self.strength * ops.sum(gap * gap)
-
-    def get_config(self):
-        return {"constraint": _config_value(self.constraint), "strength": self.strength}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**{k: _from_config_value(v) for k, v in config.items()})
-
-    def __repr__(self):
-        return describe(self, constraint=self.constraint, strength=self.strength)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from kconstraints._base import _REGISTRY
+from kconstraints._base import REGISTRY
 
 
 def serialize(constraint):
@@ -23,8 +23,8 @@ def deserialize(config, custom_objects=None):
     ours = registered.startswith("kconstraints>") or (
         not registered and module.startswith("kconstraints")
     )
-    if name in _REGISTRY and ours:
-        return _REGISTRY[name].from_config(config.get("config") or {})
+    if name in REGISTRY and ours:
+        return REGISTRY[name].from_config(config.get("config") or {})
     return keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
 
 
@@ -38,7 +38,7 @@ def get(identifier):
 
     >>> import kconstraints
     >>> kconstraints.get("max_norm")
-    MaxNorm(max_value=2, axis=0)
+    MaxNorm(max_value=2.0, axis=0)
     >>> kconstraints.get({"class_name": "Clip", "config": {"min_value": -1.0, "max_value": 1.0}})
     Clip(min_value=-1.0, max_value=1.0)
     """
@@ -47,10 +47,10 @@ def get(identifier):
     if isinstance(identifier, dict):
         return deserialize(identifier)
     if isinstance(identifier, str):
-        if identifier not in _REGISTRY:
-            known = ", ".join(sorted(_REGISTRY))
+        if identifier not in REGISTRY:
+            known = ", ".join(sorted(REGISTRY))
             raise ValueError(f"Unknown constraint identifier {identifier!r}. Known: {known}.")
-        return _REGISTRY[identifier]()
+        return REGISTRY[identifier]()
     if callable(identifier) and not isinstance(identifier, type):
         return identifier
     raise ValueError(f"Could not interpret constraint identifier {identifier!r}.")

@@ -1,4 +1,4 @@
-"""Structure constraints: which entries are free, held at a value, or constrained.
+"""Masked constraints: which entries are free, held at a value, or constrained.
 
 A mask is an array of 0/1 (or booleans) of the weight's shape, or of a shape
 that broadcasts to it. For a Dense kernel `(input_dim, units)`: the full
@@ -12,54 +12,18 @@ lists, so they survive `.keras` save and load.
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 from keras import ops
 
-from kconstraints._base import Constant, Constraint, check_array, register
-from kconstraints.serialization import get
-
-
-def check_mask(owner, name, mask):
-    """0/1 numbers or booleans, returned as a NumPy array (booleans stay booleans)."""
-    try:
-        arr = np.asarray(mask)
-    except ValueError:  # ragged: check_array names the problem
-        arr = None
-    if arr is None or arr.dtype != bool:
-        arr = check_array(owner, name, mask)
-        if not np.isin(arr, (0.0, 1.0)).all():
-            bad = np.unique(arr[~np.isin(arr, (0.0, 1.0))])[:3].tolist()
-            raise ValueError(f"{owner}: `{name}` must hold only 0 and 1 (or booleans), got {bad}.")
-    return arr
-
-
-def check_fits(owner, name, arr_shape, x):
-    """Raise unless an array of `arr_shape` broadcasts to `x`'s shape (NumPy rules).
-
-    Shapes are plain tuples stored in `__init__`: reading NumPy attributes
-    while torch.compile traces would break its graph.
-    """
-    shape = tuple(x.shape)
-    pairs = zip(reversed(arr_shape), reversed(shape), strict=False)  # trailing axes
-    if len(arr_shape) > len(shape) or any(a not in (1, s) for a, s in pairs):
-        raise ValueError(
-            f"{owner}: `{name}` of shape {arr_shape} does not fit the weight's shape {shape}."
-        )
-
-
-def describe(obj, **args):
-    """`Name(arg=value, ...)` with nested constraints as their repr and arrays as their shape."""
-
-    def show(value):
-        if isinstance(value, np.ndarray) and value.ndim:
-            return f"<array of shape {value.shape}>"
-        if isinstance(value, (list, tuple)):
-            return "[" + ", ".join(show(v) for v in value) + "]"
-        return repr(value)
-
-    return f"{type(obj).__name__}({', '.join(f'{k}={show(v)}' for k, v in args.items())})"
+from kconstraints._base import Constraint, register
+from kconstraints._checks import (
+    check_array,
+    check_broadcast,
+    check_constraint,
+    check_fits,
+    check_mask,
+)
+from kconstraints._tensors import Constant
 
 
 class _Masked(Constraint):
@@ -68,23 +32,15 @@ class _Masked(Constraint):
     elementwise = True
 
     def _set_mask(self, mask):
-        self.mask = check_mask(type(self).__name__, "mask", mask)
+        self.mask = check_mask(self._owner, "mask", mask)
         self._mask_shape = tuple(self.mask.shape)
-        # A tensor made once (torch.compile can not trace Keras's conversion of
-        # a NumPy array), of 0/1 in float16 rather than booleans: torch's CPU
-        # kernels read a 1-byte mask one entry at a time and vectorize a
-        # 2-byte one. Measured with torch 2.13 on 2 cores at 1e6 entries,
-        # compiled: 2.2 ms with a random boolean mask, 0.09 ms with float16
-        # (a copy: 0.07 ms); JAX and TensorFlow (XLA) read both alike.
+        # Made once, outside any trace, as float16 0/1 rather than booleans:
+        # torch's CPU kernels read a boolean mask slowly (see _backend.py).
         self._mask_tensor = ops.convert_to_tensor((self.mask != 0).astype("float16"))
 
     def _where(self, w):
-        check_fits(type(self).__name__, "mask", self._mask_shape, w)
+        check_fits(self._owner, "mask", self._mask_shape, tuple(w.shape))
         return ops.not_equal(self._mask_tensor, 0)
-
-    def __repr__(self):
-        names = inspect.signature(type(self).__init__).parameters
-        return describe(self, **{k: getattr(self, k) for k in names if k != "self"})
 
 
 @register
@@ -146,22 +102,14 @@ class Fixed(_Masked):
     """
 
     def __init__(self, mask, values=0.0):
-        name = type(self).__name__
         self._set_mask(mask)
-        self._values = check_array(name, "values", values)
-        try:
-            np.broadcast_shapes(self.mask.shape, self._values.shape)
-        except ValueError as err:
-            raise ValueError(
-                f"{name}: `mask` of shape {self.mask.shape} and `values` of shape "
-                f"{self._values.shape} do not broadcast together."
-            ) from err
-        self.values = self._values if self._values.ndim else float(self._values)
-        self._constant = Constant(self._values)
+        self.values = check_array(self._owner, "values", values)
+        self._values = Constant(np.asarray(self.values))
+        check_broadcast(self._owner, "mask", self._mask_shape, "values", self._values.shape)
 
     def project(self, w):
-        check_fits(type(self).__name__, "values", self._constant.shape, w)
-        return ops.where(self._where(w), self._constant.like(w), w)
+        check_fits(self._owner, "values", self._values.shape, tuple(w.shape))
+        return ops.where(self._where(w), self._values.as_dtype_of(w), w)
 
 
 @register
@@ -197,11 +145,10 @@ class Partial(_Masked):
     """
 
     def __init__(self, constraint, mask):
-        name = type(self).__name__
-        self.constraint = get(constraint)
+        self.constraint = check_constraint(self._owner, "constraint", constraint)
         if not getattr(self.constraint, "elementwise", False):
             raise ValueError(
-                f"{name}: `constraint` must be elementwise (act on each entry alone), got "
+                f"{self._owner}: `constraint` must be elementwise (act on each entry alone), got "
                 f"{self.constraint!r}, which acts on whole slices or does not say it is "
                 "elementwise; apply it to the whole weight or use kconstraints' twin."
             )

@@ -18,7 +18,8 @@ import warnings
 import keras
 from keras import ops
 
-from kconstraints._base import upcast
+from kconstraints._backend import sync_training_state
+from kconstraints._tensors import upcast
 from kconstraints.serialization import get
 
 
@@ -28,16 +29,8 @@ def _variables(obj, out, seen):
             seen.add(id(obj))
             out.append(obj)
     elif isinstance(obj, keras.layers.Layer):
-        # On JAX, fit() keeps the live weights in its own state (the variables
-        # hold none meanwhile) and writes that state back at the end of each
-        # epoch, over whatever was assigned. Syncing first makes the variables
-        # current and tells the trainer to read them back before its next
-        # step, so a projection made mid-epoch lands. Keras's `Callback.model`
-        # syncs too, but a model or layer held otherwise does not. The method
-        # exists on JAX models only.
-        sync = getattr(obj, "jax_state_sync", None)
-        if callable(sync):
-            sync()
+        # During fit() on JAX the trainer holds the live weights: see _backend.py.
+        sync_training_state(obj)
         for v in obj.weights:
             _variables(v, out, seen)
     elif isinstance(obj, (list, tuple)):

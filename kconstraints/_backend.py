@@ -1,0 +1,93 @@
+"""The package's only backend-specific code, and every fact it relies on that a release may change.
+
+Everything else in kconstraints is written in `keras.ops` alone, and names
+no version. What Keras, JAX, TensorFlow or torch do that the package has to
+work around is written here once: what happens, why it matters, where the
+workaround lives, and the versions it was verified on. When a new release
+changes one of these, this file says what to look at.
+
+Verified on: Keras 3.15.1, JAX 0.10.2, TensorFlow 2.21.0, torch 2.13.0 (CPU).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+# Facts the rest of the package works around in plain `keras.ops`:
+#
+# - Float64 promotion. Keras 3.15 promotes the operands of binary ops
+#   (`ops.maximum`, `ops.minimum`, `ops.clip`) through
+#   `keras.backend.result_type`, which maps float64 to float32, so
+#   `ops.maximum(a, a)` of a float64 torch tensor is float32. On torch,
+#   `ops.matmul` and `ops.cumsum` of float64 give float32 the same way; on
+#   JAX, `ops.mean` reduces float64 in float32. So projections use Python
+#   operators, `@` and `ops.where` (`_tensors.clamp`), a dtype-keeping scan
+#   (`_tensors.cumsum_last`), and a sum divided by a count for means.
+# - NumPy constants under torch.compile. Dynamo (torch 2.13) can not trace
+#   Keras's conversion of a NumPy array (it does not read `ndarray.dtype`),
+#   so each conversion inside a compiled step was a graph break: 6 for a
+#   `Clip` with two array bounds. `_tensors.Constant` converts once, outside
+#   any trace. Likewise a Python generator inside a traced function breaks
+#   the graph; the package passes lists.
+# - Boolean masks on torch's CPU kernels. torch 2.13 reads a 1-byte mask
+#   (bool or int8) one entry at a time: at 1e6 entries on 2 cores, compiled,
+#   a `where` on a random boolean mask took 2.2 ms, on a float16 0/1 mask
+#   0.09 ms (a copy: 0.07 ms). JAX and TensorFlow (XLA) read both alike.
+#   Masks are kept as float16 0/1 tensors (`masked._Masked`).
+# - TensorFlow variables. On TensorFlow 2.21 a Keras variable's `.value` is a
+#   `tf.Variable`; it passes through `convert_to_tensor` and `cast`
+#   unchanged and `keras.ops.svd` rejects it. The matrix constraints always
+#   reshape first, which makes a tensor (`_linalg.as_matrices`).
+# - `keras.Variable(..., constraint=c)` accepts the keyword and drops it
+#   (Keras 3.15 swallows unknown keywords): `variables.Variable` and
+#   `variables.constrain` set the attribute the optimizer reads.
+# - The order of `fit()`'s last calls. In Keras 3.15, on JAX, TensorFlow and
+#   torch alike, `fit()` calls `optimizer.finalize_variable_values()` (the
+#   moving average of `use_ema=True` written over the weights) before
+#   `on_train_end`, so `callbacks.EnforceConstraints` projects last.
+#   `tests/test_callbacks.py` checks this order on every backend.
+# - Gradient accumulation. With `gradient_accumulation_steps=n`, Keras 3.15
+#   applies `variable.constraint` after every micro-step, not once per update.
+
+
+def cond(pred, true_fn, false_fn, operands):
+    """`keras.ops.cond` of `fn(*operands)`, except on torch, where it is `torch.cond`.
+
+    On torch, `keras.ops.cond` is a Python `if` on the tensor: torch.compile
+    breaks the graph there, and inside the optimizer's update (a no-grad
+    context) it then gives up and runs the whole update eagerly. Worse,
+    `keras.ops.cond` names a new Keras `Operation` at every call and
+    torch.compile guards on Keras's global name counter, so every call
+    recompiled (Keras 3.15, torch 2.13). `torch.cond` traces both branches
+    into one graph; eager torch runs a Python branch, which costs nothing
+    there. The branches take every value as a tensor operand, because
+    torch.compile may turn a captured Python float into a symbolic one,
+    which `torch.cond` refuses.
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        if not torch.compiler.is_compiling():
+            return true_fn(*operands) if bool(pred) else false_fn(*operands)
+        # A constraint is not differentiated (Penalty stops its gradient), and
+        # torch.cond on inputs that require grad fails inside Dynamo.
+        operands = tuple(ops.stop_gradient(o) for o in operands)
+        return torch.cond(pred, true_fn, false_fn, operands)
+    return ops.cond(pred, lambda: true_fn(*operands), lambda: false_fn(*operands))
+
+
+def sync_training_state(layer):
+    """Make a layer's variables current when JAX's trainer holds the live weights.
+
+    On JAX, `fit()` keeps the live weights in its own state (the variables
+    hold none meanwhile) and writes that state back at the end of each
+    epoch, over whatever was assigned. `jax_state_sync` makes the variables
+    current and tells the trainer to read them back before its next step,
+    so a projection made mid-epoch lands. Keras's `Callback.model` syncs
+    too, but a model or layer held otherwise does not. The method exists on
+    JAX models only (Keras 3.15); elsewhere this does nothing.
+    """
+    sync = getattr(layer, "jax_state_sync", None)
+    if callable(sync):
+        sync()
