@@ -1,10 +1,10 @@
 """Griffe extension for the API reference: doctest examples render as code.
 
 The docstrings put their `>>>` examples under a plain "Example:" line (the
-layout doctest and STYLE.md ask for), which Google-style parsing leaves as
-text, so Markdown would read `[0.0, 2.0]` as a link. This wraps each run of
-doctest lines (prompts, continuations and the expected output that follows)
-in a `pycon` code fence before the docstrings are parsed.
+layout doctest reads, and the docstring contract in CONTRIBUTING.md), which
+Google-style parsing leaves as text, so Markdown would read `[0.0, 2.0]` as
+a link. This wraps each run of doctest lines (prompts, continuations and the
+expected output that follows) in a `pycon` code fence before the docstrings are parsed.
 """
 
 from __future__ import annotations

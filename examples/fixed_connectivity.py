@@ -1,6 +1,6 @@
 """A fixed connectivity with `Mask`, and frozen entries with `Fixed`, unchanged by training.
 
-The user question (background/004): "In the first Dense layer I want some
+The question, as Keras users ask it: "In the first Dense layer I want some
 weights to be a constant (zero) that training never changes. Putting a
 `tf.constant(0)` into `set_weights` does not stop its gradient. How do I hold
 some entries of a kernel, not the whole layer, at a constant?"

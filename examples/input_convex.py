@@ -1,6 +1,6 @@
 """An input-convex neural network (ICNN) with `Partial(NonNeg(), mask)`, checked convex after training.
 
-The user question (background/003): "I built an input-convex network
+The question, as Keras users ask it: "I built an input-convex network
 (Amos, Xu and Kolter 2017, arXiv:1609.07152): each layer takes the previous
 layer's output z, whose weights must be non-negative, and the input x
 passed through, whose weights are free. I wrote a custom layer with two

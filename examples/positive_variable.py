@@ -1,6 +1,6 @@
 """A custom layer's own `add_weight` variable kept non-negative: by projection, or by a penalty.
 
-The user question (background/000): "I created a variable with `add_weight`
+The question, as Keras users ask it: "I created a variable with `add_weight`
 in a custom layer and want it to take only positive values. Keras
 constraints seem to be for `kernel_constraint` and `bias_constraint` only.
 And clipping after the step hides the constraint from the gradient: is a

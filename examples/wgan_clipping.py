@@ -1,6 +1,6 @@
 """A WGAN on a 2-D toy distribution, its critic's weights clipped with `Clip(-c, c)`.
 
-The user question (background/002): "WGAN (Arjovsky et al. 2017,
+The question, as Keras users ask it: "WGAN (Arjovsky et al. 2017,
 arXiv:1701.07875, Algorithm 1) clips every critic weight to [-c, c] after
 each update. How do I do that in Keras? The optimizer's `clipvalue` does not
 seem to be it."

@@ -1,4 +1,8 @@
-"""Each background example runs on this backend at a small size and shows what it claims."""
+"""Each script in examples/ runs on this backend at a small size and shows what it claims.
+
+The guides in docs/guides/ show these scripts whole (`tests/test_docs.py`
+checks the includes), so these tests are what keeps the guides true.
+"""
 
 import importlib.util
 from pathlib import Path
@@ -9,6 +13,15 @@ import pytest
 import kconstraints as kc
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+# The scripts the tests below run; a new script needs a test here.
+TESTED = {
+    "demo",
+    "positive_variable",
+    "wgan_clipping",
+    "input_convex",
+    "fixed_connectivity",
+    "lipschitz_mlp",
+}
 
 
 def example(name):
@@ -16,6 +29,20 @@ def example(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_every_example_has_a_test():
+    assert {p.stem for p in EXAMPLES.glob("*.py")} == TESTED
+
+
+def test_demo_shows_every_constraint_holds(capsys):
+    demo = example("demo")
+    # Eager: torch.compile of its 14-layer step takes minutes on a CPU, and
+    # tests/test_fit.py covers compiled steps.
+    assert demo.main(epochs=1, samples=128, jit_compile=False) == 0
+    printed = capsys.readouterr().out
+    assert all(name in printed for name, _, _ in demo.CONSTRAINTS)
+    assert " NO" not in printed
 
 
 def test_positive_variable_by_projection_and_by_penalty():
@@ -60,3 +87,24 @@ def test_fixed_connectivity_keeps_masked_and_frozen_entries_exact():
     assert r["violation_at_start"] > 0.1, "initial weights start outside the sets"
     assert r["masked_exact"] and r["frozen_exact"] and r["holds"]
     assert r["free_trained"]
+
+
+@pytest.mark.slow
+def test_lipschitz_bound_holds_after_fit():
+    lipschitz = example("lipschitz_mlp")
+    r = lipschitz.main(width=16, epochs=2, samples=256)
+    assert r["product_before"] > 1.5, "the kernels must start outside the set"
+    assert r["moved"] > 1e-3, "training changed nothing"
+    assert r["product"] <= 1 + lipschitz.TOLERANCE, r
+    assert r["ratio"] <= 1 + lipschitz.TOLERANCE, r
+    assert r["holds"]
+
+
+def test_the_lipschitz_check_catches_a_network_that_is_not():
+    """The checks in lipschitz_mlp.py must be able to fail."""
+    lipschitz = example("lipschitz_mlp")
+    model = lipschitz.build(8, 16)
+    for kernel in lipschitz.kernels(model):  # sigma_1 = 2 each, unconstrained: no fit()
+        kernel.assign(kernel.value * (2.0 / lipschitz.sigma1(kernel)))
+    assert lipschitz.spectral_product(model) > 7.9
+    assert lipschitz.largest_ratio(model, 8) > 1.1
