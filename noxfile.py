@@ -1,13 +1,17 @@
-"""The test matrix: one virtualenv per Keras backend, plus lint, demo, docs and bench."""
+"""The test matrix: one virtualenv per Keras backend, plus lint and a benchmark smoke run.
+
+Run on request only: demo, docs, bench (the full benchmark) and gpu.
+"""
 
 from __future__ import annotations
 
 import os
+import pathlib
 
 import nox
 
 nox.options.default_venv_backend = "virtualenv"
-nox.options.sessions = ["lint", "tests", "distributed"]
+nox.options.sessions = ["lint", "tests", "distributed", "bench_smoke"]
 nox.options.error_on_missing_interpreters = True
 
 BACKENDS = ["jax", "tensorflow", "torch"]
@@ -18,6 +22,9 @@ EXTRAS = {"jax": "jax", "tensorflow": "tensorflow-cpu", "torch": "torch"}
 PINS = "tests/constraints.txt"
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+# The libraries kconstraints is compared with on one backend, besides Keras
+# (dependency groups): by the tests for equal results, by the benchmarks for speed.
+REFERENCES = {"jax": ["ref-jax"], "tensorflow": [], "torch": []}
 
 
 def install(session, backend, *groups):
@@ -29,8 +36,7 @@ def install(session, backend, *groups):
 @nox.parametrize("backend", BACKENDS)
 def tests(session, backend):
     """Run the whole test suite, doctests included, under one Keras backend."""
-    # optax (bench group) is the JAX-only alternative the benchmark tests compare with.
-    install(session, backend, "test", *(["bench"] if backend == "jax" else []))
+    install(session, backend, "test", *REFERENCES[backend])
     env = {"KERAS_BACKEND": backend, "KCONSTRAINTS_EXPECT_DEVICE": "cpu", **QUIET_TF}
     session.run("pytest", *session.posargs, env=env)
 
@@ -51,10 +57,27 @@ def demo(session):
     session.run("python", "examples/demo.py", env={"KERAS_BACKEND": backend, **QUIET_TF})
 
 
+# The smoke run's cases: an elementwise constraint and a norm, each with a Keras twin.
+SMOKE_CASES = "NonNeg,MaxNorm"
+
+
+@nox.session
+@nox.parametrize("backend", BACKENDS)
+def bench_smoke(session, backend):
+    """Test the benchmark harness and run `python -m benchmarks --quick` on two cases."""
+    install(session, backend, "test", "bench", *REFERENCES[backend])
+    env = {"KERAS_BACKEND": backend, **QUIET_TF}
+    session.run("pytest", "benchmarks/test_harness.py", *session.posargs, env=env)
+    out = pathlib.Path(session.create_tmp()) / "bench-quick"  # never benchmarks/results/
+    args = ["--quick", "--backend", backend, "--cases", SMOKE_CASES, "--train-models", "mlp"]
+    session.run("python", "-m", "benchmarks", *args, "--fresh", "--out", str(out), env=env)
+
+
 @nox.session(default=False)
 def bench(session):
     """Benchmark every constraint on every backend; arguments go to `python -m benchmarks`."""
-    groups = nox.project.dependency_groups(PYPROJECT, "bench")
+    references = [g for backend in BACKENDS for g in REFERENCES[backend]]
+    groups = nox.project.dependency_groups(PYPROJECT, "bench", *references)
     session.install("-c", PINS, ".[jax,tensorflow-cpu,torch]", *groups)
     session.run("python", "-m", "benchmarks", *session.posargs, env=QUIET_TF)
 

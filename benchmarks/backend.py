@@ -1,6 +1,9 @@
-"""The backend-specific code of the benchmarks: compile, synchronise, place, describe.
+"""The backend-specific code of the benchmarks only: synchronise, place, describe, train.
 
-Everything else in `benchmarks/` is written against Keras and this module.
+Compiling, counting graph breaks and finding devices are shared with the
+test suite and live in `tests/backend.py` (imported from here; run
+`python -m benchmarks` from the repository root). Everything else in
+`benchmarks/` is written against Keras and these two modules.
 """
 
 from __future__ import annotations
@@ -14,8 +17,22 @@ import keras
 import numpy as np
 
 from benchmarks.config import cpu_name, thread_env, versions
+from tests.backend import BACKEND, device_of, graph_break_count, jit, on_gpu, reset_compiler
 
-BACKEND = keras.backend.backend()
+__all__ = [
+    "BACKEND",
+    "compile_fn",
+    "describe",
+    "device_of",
+    "fresh",
+    "graph_break_count",
+    "group_scope",
+    "on_gpu",
+    "sync",
+    "to_device",
+    "torch_mlp_step",
+    "train_step",
+]
 
 _fresh_count = itertools.count()
 
@@ -38,19 +55,14 @@ def fresh(fn):
 
 
 def compile_fn(fn):
-    """`fn` compiled the way each backend's users compile a train step."""
-    if BACKEND == "jax":
-        import jax
+    """`fn` compiled the way each backend's users compile a train step.
 
-        return jax.jit(fn)
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn, jit_compile=True)
-    import torch
-
-    # Static shapes, as XLA has on the other two backends: one compile per shape.
-    return torch.compile(fresh(fn), dynamic=False)
+    On torch behind a `fresh` wrapper, with static shapes as XLA has on the
+    other two backends (one compile per shape).
+    """
+    if BACKEND == "torch":
+        return jit(fresh(fn), dynamic=False)
+    return jit(fn)
 
 
 # Dynamo cache entries allowed per code object within one group of contenders.
@@ -82,32 +94,8 @@ def group_scope():
         fail_on_recompile_limit_hit=True,
     )
     with torch._dynamo.config.patch(**limits):
-        torch._dynamo.reset()
+        reset_compiler()
         yield
-
-
-def graph_breaks():
-    """torch: how many graph breaks Dynamo has met in this process; None on the others."""
-    if BACKEND != "torch":
-        return None
-    from torch._dynamo.utils import counters
-
-    return sum(counters["graph_break"].values())
-
-
-def on_gpu() -> bool:
-    """True when Keras places new arrays on a GPU."""
-    if BACKEND == "jax":
-        import jax
-
-        return jax.default_backend() == "gpu"
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_logical_devices("GPU"))
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def sync(out=None):
@@ -137,15 +125,6 @@ def to_device(array):
         with tf.device("GPU:0"):
             return tf.identity(keras.ops.convert_to_tensor(array))
     return keras.ops.convert_to_tensor(array)
-
-
-def device_of(x) -> str:
-    """Where a tensor lives, in the backend's own words (`cuda:0`, `TFRT_CPU_0`, ...)."""
-    if BACKEND == "jax":
-        return ",".join(sorted(str(d) for d in x.devices()))
-    if BACKEND == "tensorflow":
-        return x.device
-    return str(x.device)
 
 
 def _gpu_name() -> str:

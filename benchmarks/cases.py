@@ -186,7 +186,8 @@ CASES = [
         lambda shape: kc.Clip(-0.5, 0.5),
         (optax_twin("projection_box", lower=-0.5, upper=0.5),),
     ),
-    # The mask is a constant of the compiled program: 4 bytes per entry.
+    # The mask is a constant of the compiled program, kept as float16 0/1:
+    # 2 bytes per entry read next to the weight's 4.
     Case("Mask", "elementwise", lambda shape: kc.Mask(random_mask(shape)), max_size=10**7),
     Case(
         "Fixed",

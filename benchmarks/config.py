@@ -30,7 +30,7 @@ PACKAGES = (
 
 @dataclasses.dataclass
 class Config:
-    """One run's settings; `full()` and `quick()` are the two presets."""
+    """One run's settings; `Config.full()` and `Config.quick_preset()` are the two presets."""
 
     quick: bool = False
     # Weight sizes (elements) of the projection benchmark; each is laid out as

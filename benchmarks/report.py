@@ -17,7 +17,8 @@ from benchmarks.plots import draw, ok
 
 ORDER = ("jax", "tensorflow", "torch")
 SHORT = {"jax": "jax", "tensorflow": "tf", "torch": "torch"}
-# The targets of the issue, reported against and never asserted.
+# The speed kconstraints aims for (`section_targets` states it), reported and
+# never asserted: timings on a shared machine are too noisy to fail a build on.
 TARGETS = {
     "parity": 1.05,  # a parity class over its Keras twin
     "elementwise": 1.10,  # over a copy
@@ -303,7 +304,8 @@ def section_targets(backends):
             checks = []
             keras = e["twins"].get("keras")
             if keras is not None and e["family"] != "matrix":
-                checks.append(("within 5% of Keras", keras, keras <= TARGETS["parity"]))
+                label = f"within {TARGETS['parity'] - 1:.0%} of Keras"
+                checks.append((label, keras, keras <= TARGETS["parity"]))
             if e["family"] in ("elementwise", "reduction") and e["ratio_to_copy"]:
                 limit = TARGETS[e["family"]]
                 checks.append(
@@ -324,13 +326,18 @@ def section_targets(backends):
                             [
                                 backend,
                                 case,
-                                f"{model} step < +3%",
+                                f"{model} step < +{TARGETS['train']:.0%}",
                                 fmt_pct(over),
                                 "met" if met else "**missed**",
                             ]
                         )
     return (
-        "## Targets\n\nReported, not asserted (see the issue): at the headline sizes.\n\n"
+        "## Targets\n\nThe speed kconstraints aims for, at the headline sizes: a parity "
+        f"class within {TARGETS['parity'] - 1:.0%} of its Keras twin, an elementwise "
+        f"constraint within {TARGETS['elementwise']:.2f}x a copy, a reduction within "
+        f"{TARGETS['reduction']:.2f}x, a sort-based one faster than optax, and an "
+        f"elementwise or reduction constraint adding less than {TARGETS['train']:.0%} to "
+        "a train step. Reported, not asserted.\n\n"
         + table(["backend", "constraint", "target", "value", ""], rows)
     )
 

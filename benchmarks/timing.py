@@ -7,7 +7,7 @@ import random
 import statistics
 import time
 
-from benchmarks.backend import graph_breaks, group_scope, sync
+from benchmarks.backend import BACKEND, graph_break_count, group_scope, sync
 
 
 def error_record(err) -> dict:
@@ -41,7 +41,7 @@ def time_group(calls: dict, config, on_step=None) -> dict:
     a fixed order would always charge the same contender.
 
     On torch the group starts from an empty Dynamo cache (`group_scope`), and
-    each result records the graph breaks its compile met (`graph_breaks`):
+    each result records the graph breaks its compile met (`graph_break_count`):
     the code between them runs as Python.
 
     A callable that raises is left out of the rounds, its error recorded.
@@ -55,12 +55,12 @@ def _time_group(calls, config, on_step):
     results, number, rounds, breaks, slow_keys = {}, {}, {}, {}, set()
     for key, call in calls.items():
         try:
-            seen = graph_breaks()
+            seen = graph_break_count()
             start = time.perf_counter()
             sync(call())
             compile_s = time.perf_counter() - start
-            if seen is not None:
-                breaks[key] = graph_breaks() - seen
+            if BACKEND == "torch":  # JAX and TensorFlow trace whole or fail
+                breaks[key] = graph_break_count() - seen
             sync(call())
             number[key], best = calibrate(call, config.min_time)
             # The fastest of a few calls decides: one call that another
