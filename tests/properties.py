@@ -3,7 +3,7 @@
 A test module lists its constraints as `Case`s and subclasses
 `PropertySuite`; `conftest.pytest_generate_tests` parametrizes each test
 method over the module's cases. Every case carries a float64 NumPy reference
-of its projection, written in the test suite.
+of its projection: a one-line lambda or a function of `tests/references.py`.
 """
 
 from __future__ import annotations
@@ -16,17 +16,8 @@ import numpy as np
 import pytest
 
 import kconstraints
-from tests.helpers import (
-    EPS,
-    FLOAT_DTYPES,
-    float64_enabled,
-    graph_breaks,
-    jit,
-    sample,
-    tensor,
-    to_np,
-    tol,
-)
+from tests.backend import float64_enabled, graph_breaks, jit
+from tests.helpers import EPS, FLOAT_DTYPES, dtype_of, sample, tensor, to_np, tol
 
 
 @dataclasses.dataclass
@@ -102,8 +93,6 @@ class PropertySuite:
         with float64_enabled():
             x = tensor(w, dtype)
             out = case.constraint(x)
-            from tests.helpers import dtype_of
-
             assert dtype_of(x) == dtype
             assert dtype_of(out) == dtype
             assert tuple(out.shape) == tuple(case.shape)

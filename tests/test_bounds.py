@@ -1,7 +1,8 @@
-"""value.py: NonNeg, Clip, CenterAround."""
+"""bounds.py: NonNeg, Clip."""
 
 import numpy as np
 import pytest
+from keras import ops
 
 import kconstraints as kc
 from tests.helpers import sample, tensor, to_np
@@ -10,19 +11,12 @@ from tests.properties import Case, PropertySuite
 BOUNDS = np.linspace(-1.0, 0.5, 6).reshape(1, 6)
 
 
-def center_ref(ref_value, axis):
-    return lambda w: w - w.mean(axis=axis, keepdims=True) + ref_value
-
-
-class TestValueProperties(PropertySuite):
+class TestBoundsProperties(PropertySuite):
     cases = [
         Case(kc.NonNeg(), (7, 5), lambda w: np.maximum(w, 0)),
         Case(kc.Clip(-0.01, 0.01), (4, 3, 2), lambda w: np.clip(w, -0.01, 0.01)),
         Case(kc.Clip(min_value=-2.0), (9,), lambda w: np.maximum(w, -2.0)),
         Case(kc.Clip(BOUNDS, BOUNDS + 1), (5, 6), lambda w: np.clip(w, BOUNDS, BOUNDS + 1)),
-        Case(kc.CenterAround(), (6, 4), center_ref(0.0, None)),
-        Case(kc.CenterAround(0.5, axis=0), (6, 4), center_ref(0.5, 0)),
-        Case(kc.CenterAround(-1.0, axis=[0, -2]), (3, 4, 2), center_ref(-1.0, (0, 1))),
     ]
 
 
@@ -56,21 +50,7 @@ def test_clip_bound_that_does_not_fit_the_weight_names_both_shapes():
         c(tensor(np.ones((4, 2))))
 
 
-def test_center_around_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="CenterAround.*ref_value"):
-        kc.CenterAround(ref_value="zero")
-    with pytest.raises(ValueError, match="CenterAround.*axis"):
-        kc.CenterAround(axis=1.5)
-
-
-def test_center_around_axis_out_of_range_names_axis_and_shape():
-    with pytest.raises(ValueError, match=r"axis.*3.*\(4, 2\)"):
-        kc.CenterAround(axis=3)(tensor(np.ones((4, 2))))
-
-
-@pytest.mark.parametrize("constraint", [kc.NonNeg(), kc.Clip(-1, 1), kc.CenterAround()])
+@pytest.mark.parametrize("constraint", [kc.NonNeg(), kc.Clip(-1, 1)], ids=repr)
 def test_integer_weights_are_a_type_error(constraint):
-    from keras import ops
-
     with pytest.raises(TypeError, match="int32"):
         constraint(ops.convert_to_tensor(np.arange(4, dtype="int32")))

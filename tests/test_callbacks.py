@@ -7,7 +7,7 @@ import pytest
 import kconstraints as kc
 from kconstraints.callbacks import ConstraintMonitor, EnforceConstraints
 from tests.helpers import to_np, tol
-from tests.test_training import data, dense_model, push_outside
+from tests.models import dense_model, fit, push_outside, small_model
 
 FEASIBLE = tol("float32", 3.0)
 
@@ -16,32 +16,16 @@ def worst(model):
     return max(kc.violations(model).values())
 
 
-def fit(model, callbacks=(), epochs=2, jit_compile=False, verbose=0, **optimizer):
-    model.compile(keras.optimizers.Adam(0.05, **optimizer), "mse", jit_compile=jit_compile)
-    x, y = data((6,))
-    return model.fit(x, y, batch_size=8, epochs=epochs, verbose=verbose, callbacks=list(callbacks))
-
-
-EMA = {"use_ema": True, "ema_momentum": 0.9}
-
-
-def small_model():
-    """Two constrained kernels: small, since torch.compile time grows with the model."""
-    keras.utils.set_random_seed(0)
-    return keras.Sequential(
-        [
-            keras.Input((6,)),
-            keras.layers.Dense(8, activation="relu", kernel_constraint=kc.NonNeg()),
-            keras.layers.Dense(1, kernel_constraint=kc.MaxNorm(0.5)),
-        ]
-    )
+def adam_with_ema():
+    """Adam(0.05) keeping an exponential moving average of the weights."""
+    return keras.optimizers.Adam(0.05, use_ema=True, ema_momentum=0.9)
 
 
 def test_ema_leaves_fit_outside_the_set():
     # Keras updates the average before it projects, then writes the average
     # back at the end of fit(): the weights end outside their sets.
     model = small_model()
-    fit(model, **EMA)
+    fit(model, adam_with_ema())
     assert worst(model) > 1e-3
 
 
@@ -49,7 +33,7 @@ def test_ema_leaves_fit_outside_the_set():
 def test_enforce_constraints_projects_after_the_ema_overwrite(jit_compile):
     model = small_model()
     enforce = EnforceConstraints()
-    fit(model, [enforce], jit_compile=jit_compile, **EMA)
+    fit(model, adam_with_ema(), [enforce], jit_compile=jit_compile)
     assert enforce.violation_at_end > 1e-3  # the overwrite came before on_train_end
     assert worst(model) <= FEASIBLE
 
@@ -66,7 +50,7 @@ def test_enforce_constraints_projects_before_the_first_step():
                 self.seen = worst(self.model)
 
     enforce, spy = EnforceConstraints(), FirstStep()
-    fit(model, [enforce, spy], epochs=1)
+    fit(model, callbacks=[enforce, spy], epochs=1)
     assert enforce.violation_at_begin == pytest.approx(start)
     assert spy.seen <= FEASIBLE
     assert enforce.violation_at_end <= FEASIBLE  # no EMA: the optimizer kept them feasible
@@ -84,7 +68,7 @@ def test_enforce_constraints_without_ema_changes_no_weight():
     model, _ = dense_model()
     kc.project(model)
     keras.utils.set_random_seed(1)
-    fit(model, [EnforceConstraints()])
+    fit(model, callbacks=[EnforceConstraints()])
     for want, v in zip(plain, model.weights, strict=True):
         np.testing.assert_allclose(to_np(v.value), want, rtol=0, atol=FEASIBLE)
 
@@ -104,7 +88,7 @@ def test_constraint_monitor_logs_the_worst_violation_each_epoch(per_variable):
     model, kernel = frozen_infeasible_model()
     gap = kc.violations(kernel)[kernel.path]
     monitor = ConstraintMonitor(per_variable=per_variable)
-    history = fit(model, [monitor], epochs=2).history
+    history = fit(model, callbacks=[monitor], epochs=2).history
     assert history["constraint_violation"] == [pytest.approx(gap)] * 2
     per_path = {k: v for k, v in history.items() if k.startswith("constraint_violation/")}
     if per_variable:
@@ -116,13 +100,13 @@ def test_constraint_monitor_logs_the_worst_violation_each_epoch(per_variable):
 
 def test_constraint_monitor_is_shown_by_the_progress_bar(capsys):
     model, _ = frozen_infeasible_model()
-    fit(model, [ConstraintMonitor(name="worst")], epochs=1, verbose=2)
+    fit(model, callbacks=[ConstraintMonitor(name="worst")], epochs=1, verbose=2)
     assert "worst: " in capsys.readouterr().out
 
 
 def test_monitor_reads_the_projected_weights_when_both_callbacks_run():
     model, _ = frozen_infeasible_model()
-    history = fit(model, [EnforceConstraints(), ConstraintMonitor()], epochs=1).history
+    history = fit(model, callbacks=[EnforceConstraints(), ConstraintMonitor()], epochs=1).history
     assert history["constraint_violation"] == [pytest.approx(0.0, abs=FEASIBLE)]
 
 

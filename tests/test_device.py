@@ -1,8 +1,9 @@
 """Where the arrays live, so that a silent CPU fallback can not pass as a GPU run.
 
 `nox -s gpu` sets KCONSTRAINTS_EXPECT_DEVICE=gpu (and `nox -s tests` sets
-cpu): every array of a compiled constraint call and of a compiled train step
-must then be on that kind of device. Run by hand without the variable, the
+cpu): Keras must then put new arrays and variables on that kind of device,
+and every array of a compiled constraint call and of a compiled train step
+must stay there. Run by hand without the variable, the
 suite does not know which device was meant, and these tests skip.
 """
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 import kconstraints as kc
-from tests.helpers import BACKEND, device_kind, jit
+from tests.backend import BACKEND, device_kind, jit, on_gpu
 
 EXPECTED = os.environ.get("KCONSTRAINTS_EXPECT_DEVICE")
 
@@ -28,8 +29,14 @@ pytestmark = [
 ]
 
 
-def test_expected_device_is_cpu_or_gpu():
-    assert EXPECTED in ("cpu", "gpu"), EXPECTED
+def test_keras_puts_new_arrays_and_variables_on_the_expected_device():
+    assert EXPECTED in ("cpu", "gpu"), f"KCONSTRAINTS_EXPECT_DEVICE={EXPECTED!r}"
+    assert on_gpu() == (EXPECTED == "gpu"), (BACKEND, EXPECTED)
+    array = keras.ops.ones((8, 4))
+    variable = keras.Variable(np.ones((8, 4), "float32"))
+    assert device_kind(array) == EXPECTED, (BACKEND, array)
+    assert device_kind(variable.value) == EXPECTED, (BACKEND, variable.value)
+    assert device_kind(kc.MaxNorm(1.0)(variable)) == EXPECTED, BACKEND
 
 
 def test_compiled_constraint_runs_on_the_expected_device():

@@ -16,7 +16,8 @@ import pytest
 
 import kconstraints as kc
 from kconstraints.callbacks import EnforceConstraints
-from tests.helpers import BACKEND, to_np
+from tests.backend import BACKEND
+from tests.helpers import to_np
 
 DEVICES = {"jax": 8, "tensorflow": 4}
 HOW_TO = "run it with `nox -s distributed`, which sets the devices up before the backend starts"

@@ -1,65 +1,27 @@
-"""Constraints inside real training: fit() eager and compiled, custom loops, add_weight."""
+"""Constraints inside real training: fit() eager and compiled, custom loops, add_weight;
+every kind of constraint in one compiled function and in one trained model."""
 
 import keras
 import numpy as np
 import pytest
 
 import kconstraints as kc
-from tests.helpers import BACKEND, to_np
+from tests.backend import BACKEND, apply_gradients, jit
+from tests.helpers import sample, tensor, to_np
+from tests.models import (
+    PositiveScale,
+    assert_feasible,
+    conv_model,
+    data,
+    dense_model,
+    every_kind_model,
+    fit,
+    push_outside,
+    snapshot,
+)
 
-
-def violation(variable):
-    """max |w - P(w)|: zero exactly when w is in the constraint's set."""
-    w = variable.value
-    return float(np.max(np.abs(to_np(w) - to_np(variable.constraint(w)))))
-
-
-def constrained(model):
-    return [v for v in model.weights if getattr(v, "constraint", None) is not None]
-
-
-def push_outside(model):
-    """Initial weights are never projected: make them infeasible on purpose."""
-    rng = np.random.default_rng(0)
-    for v in constrained(model):
-        v.assign(rng.normal(size=v.shape).astype(v.dtype) * 3.0)
-    assert max(violation(v) for v in constrained(model)) > 0.1
-
-
-def dense_model():
-    inputs = keras.Input((6,))
-    x = keras.layers.Dense(
-        8, activation="relu", kernel_constraint=kc.MaxNorm(0.5), bias_constraint=kc.Clip(-0.1, 0.1)
-    )(inputs)
-    x = keras.layers.Dense(8, activation="relu", kernel_constraint=kc.NonNeg())(x)
-    x = keras.layers.Dense(4, kernel_constraint=kc.UnitNorm(), use_bias=False)(x)
-    x = keras.layers.Dense(4, kernel_constraint=kc.MinMaxNorm(0.2, 0.8))(x)
-    outputs = keras.layers.Dense(1, kernel_constraint=kc.CenterAround(0.1))(x)
-    return keras.Model(inputs, outputs), (6,)
-
-
-def conv_model():
-    inputs = keras.Input((8, 8, 2))
-    x = keras.layers.Conv2D(
-        4, 3, activation="relu", kernel_constraint=kc.MaxNorm(0.5, axis=[0, 1, 2])
-    )(inputs)
-    x = keras.layers.Conv2D(3, 3, kernel_constraint=kc.NonNeg(), bias_constraint=kc.NonNeg())(x)
-    x = keras.layers.Flatten()(x)
-    outputs = keras.layers.Dense(1, kernel_constraint=kc.Clip(-0.05, 0.05))(x)
-    return keras.Model(inputs, outputs), (8, 8, 2)
-
-
-def data(input_shape, n=32, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, *input_shape)).astype("float32")
-    return x, rng.normal(size=(n, 1)).astype("float32")
-
-
-def assert_feasible(model, before):
-    after = {v.path: to_np(v.value) for v in constrained(model)}
-    assert any(not np.allclose(before[p], after[p]) for p in after), "training changed nothing"
-    for v in constrained(model):
-        assert violation(v) <= 1e-5, (v.path, violation(v))
+# A violation this small is float32 rounding of a projected weight.
+FEASIBLE = 1e-5
 
 
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["eager", "jit"])
@@ -68,13 +30,11 @@ def test_fit_keeps_every_constrained_weight_feasible(make, jit_compile):
     keras.utils.set_random_seed(0)
     model, shape = make()
     push_outside(model)
-    before = {v.path: to_np(v.value) for v in constrained(model)}
-    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse", jit_compile=jit_compile)
+    before = snapshot(model)
+    fit(model, input_shape=shape, jit_compile=jit_compile)
     if jit_compile:
         assert model.jit_compile, f"{BACKEND}: Keras turned jit_compile off"
-    x, y = data(shape)
-    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
-    assert_feasible(model, before)
+    assert_feasible(model, before, atol=FEASIBLE)
 
 
 def _custom_loop(model, x, y, steps):
@@ -111,15 +71,11 @@ def _custom_loop(model, x, y, steps):
                 loss = keras.ops.mean((model(x) - y) ** 2)
             opt.apply(tape.gradient(loss, variables), variables)
     else:
-        import torch
-
         for _ in range(steps):
             model.zero_grad()
             loss = keras.ops.mean((model(x) - y) ** 2)
             loss.backward()
-            grads = [v.value.grad for v in variables]
-            with torch.no_grad():
-                opt.apply(grads, variables)
+            apply_gradients(opt, [v.value.grad for v in variables], variables)
 
 
 @pytest.mark.parametrize("make", [dense_model, conv_model], ids=["dense", "conv2d"])
@@ -127,24 +83,10 @@ def test_custom_training_loop_applies_constraints(make):
     keras.utils.set_random_seed(1)
     model, shape = make()
     push_outside(model)
-    before = {v.path: to_np(v.value) for v in constrained(model)}
+    before = snapshot(model)
     x, y = data(shape)
     _custom_loop(model, x, y, steps=3)
-    assert_feasible(model, before)
-
-
-class PositiveScale(keras.layers.Layer):
-    """A custom layer whose own variable must stay positive (background/000)."""
-
-    def build(self, input_shape):
-        self.scale = self.add_weight(
-            shape=(input_shape[-1],),
-            initializer=keras.initializers.Constant(-0.5),
-            constraint=kc.NonNeg(),
-        )
-
-    def call(self, x):
-        return x * self.scale
+    assert_feasible(model, before, atol=FEASIBLE)
 
 
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["eager", "jit"])
@@ -158,3 +100,47 @@ def test_add_weight_variable_stays_non_negative(jit_compile):
     x, y = data((4,), seed=3)
     model.fit(x, -y, batch_size=8, epochs=2, verbose=0)
     assert to_np(layer.scale.value).min() >= 0
+
+
+# ------------------------------------------------ every kind of constraint
+
+MASK = sample((6, 4), "ties", seed=60) >= 0
+COLUMN_BOUNDS = np.linspace(0.1, 1.0, 4)  # one bound per column of a (6, 4) weight
+
+ONE_GRAPH = [
+    kc.Simplex(axis=0),
+    kc.L1Ball(1.0, axis=[0, 1]),
+    kc.Monotonic(axis=-1, increasing=False),
+    kc.Clip(-COLUMN_BOUNDS, COLUMN_BOUNDS),
+    kc.Mask(MASK),
+    kc.Fixed(MASK, 0.5),
+    kc.Partial(kc.NonNeg(), MASK),
+    kc.Compose([kc.Monotonic(), kc.NonNeg()]),
+    kc.Intersection([kc.NonNeg(), kc.MaxNorm(1.0)], iterations=2),
+]
+
+
+def test_every_constraint_compiles_into_one_graph():
+    # One compiled function for all of them: torch.compile takes seconds per function.
+    weights = [tensor(sample((6, 4), "normal", seed=65 + i)) for i in range(len(ONE_GRAPH))]
+    penalty = kc.Penalty(kc.Monotonic(), strength=0.5)
+
+    def everything(*ws):
+        return [c(w) for c, w in zip(ONE_GRAPH, ws, strict=True)] + [penalty(ws[0])]
+
+    # fullgraph=True: torch.compile raises at a graph break instead of running Python.
+    compiled = jit(everything, fullgraph=True)(*weights)
+    for got, want in zip(compiled, everything(*weights), strict=True):
+        np.testing.assert_allclose(to_np(got), to_np(want), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["eager", "jit"])
+def test_fit_keeps_every_kind_of_constrained_weight_feasible(jit_compile):
+    keras.utils.set_random_seed(5)
+    model = every_kind_model()
+    push_outside(model)
+    before = snapshot(model)
+    fit(model, seed=6, jit_compile=jit_compile)
+    assert_feasible(model, before, atol=FEASIBLE)
+    convex = to_np(model.get_layer("convex").kernel.value)
+    assert convex[:8].min() >= 0 and convex[8:].min() < 0, "z-path non-negative, x-path free"

@@ -1,4 +1,4 @@
-"""structure.py: Mask, Fixed, Partial."""
+"""masked.py: Mask, Fixed, Partial."""
 
 import keras
 import numpy as np
@@ -15,7 +15,7 @@ VALUES = sample((5, 4), "normal", seed=41)
 CONV_MASK = sample((3, 3, 2, 4), "ties", seed=42) >= 0
 
 
-class TestStructureProperties(PropertySuite):
+class TestMaskedProperties(PropertySuite):
     cases = [
         Case(kc.Mask(MASK), (5, 4), lambda w: np.where(MASK, w, 0.0)),
         Case(kc.Mask(UNIT_MASK), (5, 4), lambda w: w * UNIT_MASK),

@@ -5,95 +5,23 @@ import numpy as np
 import pytest
 
 import kconstraints as kc
-from tests.helpers import float64_enabled, sample, tensor, to_np
+from kconstraints._linalg import gram_upper
+from tests.backend import float64_enabled
+from tests.helpers import sample, tensor, to_np
 from tests.properties import Case, PropertySuite
+from tests.references import (
+    clip_singular_values,
+    gram,
+    low_rank,
+    per_matrix,
+    polar,
+    psd,
+    rescale,
+    sigma1,
+    symmetric,
+)
 
 TALL, WIDE, SQUARE, CONV = (8, 5), (5, 8), (6, 6), (3, 3, 2, 4)
-
-
-def per_matrix(fn, batched=False):
-    """Lift `fn` on float64 matrices to kernels: reshape (rank > 2) or stack over leading axes."""
-
-    def ref(w):
-        w = np.asarray(w, dtype="float64")
-        if w.ndim > 2 and not batched:
-            return fn(w.reshape(-1, w.shape[-1])).reshape(w.shape)
-        flat = w.reshape(-1, *w.shape[-2:])
-        return np.stack([fn(m) for m in flat]).reshape(w.shape)
-
-    return ref
-
-
-def svd(m):
-    return np.linalg.svd(m, full_matrices=False)
-
-
-def polar(scale=1.0):
-    def fn(m):
-        u, _, vt = svd(m)
-        return scale * u @ vt
-
-    return fn
-
-
-def clip_singular_values(c):
-    def fn(m):
-        u, s, vt = svd(m)
-        return (u * np.minimum(s, c)) @ vt
-
-    return fn
-
-
-def sigma1(m):
-    return np.linalg.svd(m, compute_uv=False)[0]
-
-
-def rescale(c):
-    return lambda m: m * min(1.0, c / max(sigma1(m), 1e-300))
-
-
-def gram(c, iterations):
-    """The "gram" method in float64, with the exact sigma_1 standing in where it is undecided."""
-
-    def fn(m):
-        side = m if m.shape[0] >= m.shape[1] else m.T
-        fro = np.linalg.norm(side)
-        if fro == 0:
-            return m
-        g = (side / fro).T @ (side / fro)
-        log_bound = 0.0
-        for i in range(iterations):
-            f = np.linalg.norm(g)
-            log_bound += 2.0**-i * np.log(f)
-            g = g / f
-            g = g.T @ g
-        upper = fro * np.exp(0.5 * (log_bound + 2.0**-iterations * np.log(np.linalg.norm(g))))
-        v = g[:, np.argmax(np.linalg.norm(g, axis=0))]
-        lower = np.linalg.norm(side @ v) / np.linalg.norm(v)
-        if upper <= c:
-            return m
-        if lower > c:
-            return m * (c / upper)
-        return rescale(c)(m)
-
-    return fn
-
-
-def symmetric(m):
-    return (m + m.T) / 2
-
-
-def psd(m):
-    lam, v = np.linalg.eigh(symmetric(m))
-    return (v * np.maximum(lam, 0)) @ v.T
-
-
-def low_rank(r):
-    def fn(m):
-        u, s, vt = svd(m)
-        return (u[:, :r] * s[:r]) @ vt[:r]
-
-    return fn
 
 
 # Where singular values tie, the polar factor and the truncated SVD are not
@@ -233,11 +161,9 @@ def test_gram_rescales_by_the_exact_norm_when_the_bound_can_not_decide():
 @pytest.mark.parametrize("shape", [TALL, WIDE, (576, 64)], ids=str)
 @pytest.mark.parametrize("iterations", [0, 3, 8])
 def test_gram_bound_is_certified_and_tightens(shape, iterations):
-    from kconstraints.matrix import _gram_upper
-
     w = sample(shape, "normal", seed=3)
     with float64_enabled():
-        upper, _ = _gram_upper(tensor(w, "float64"), iterations)
+        upper, _ = gram_upper(tensor(w, "float64"), iterations)
     upper = float(to_np(upper).ravel()[0])
     k = min(shape)
     assert sigma1(w) * (1 - 1e-12) <= upper <= sigma1(w) * k ** (1 / 2 ** (iterations + 2))

@@ -6,8 +6,8 @@ import pytest
 
 import kconstraints as kc
 from kconstraints.callbacks import EnforceConstraints
-from tests.helpers import dtype_of, to_np, tol
-from tests.test_training import data
+from tests.helpers import dtype_of, to_np
+from tests.models import assert_feasible, fit, half_model
 
 POLICIES = ["mixed_float16", "mixed_bfloat16", "float16", "bfloat16"]
 
@@ -20,34 +20,8 @@ def policy(request):
     keras.config.set_dtype_policy("float32")
 
 
-def half_model():
-    """Glorot-initialised kernels violate every one of these constraints."""
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((6,))
-    x = keras.layers.Dense(
-        8, activation="relu", kernel_constraint=kc.NonNeg(), bias_constraint=kc.Clip(-0.05, 0.05)
-    )(inputs)
-    x = keras.layers.Dense(8, activation="tanh", kernel_constraint=kc.MaxNorm(0.3))(x)
-    x = keras.layers.Dense(4, kernel_constraint=kc.UnitNorm(), use_bias=False)(x)
-    outputs = keras.layers.Dense(1, kernel_constraint=kc.MinMaxNorm(0.2, 0.8))(x)
-    return keras.Model(inputs, outputs)
-
-
-def snapshot(model):
+def all_weights(model):
     return [to_np(v.value) for v in model.weights]
-
-
-def assert_feasible(model):
-    """Each weight within a few roundings of its dtype: P(w) of a half w rounds too."""
-    for v in kc.constrained_variables(model):
-        scale = float(np.max(np.abs(to_np(v.value))))
-        assert kc.violations(v)[v.path] <= tol(dtype_of(v), scale, factor=4), v.path
-
-
-def fit(model, optimizer, callbacks=(), jit_compile="auto", epochs=2):
-    model.compile(optimizer, "mse", jit_compile=jit_compile)
-    x, y = data((6,))
-    return model.fit(x, y, batch_size=8, epochs=epochs, verbose=0, callbacks=list(callbacks))
 
 
 @pytest.mark.parametrize("policy", POLICIES, indirect=True)
@@ -57,19 +31,19 @@ def fit(model, optimizer, callbacks=(), jit_compile="auto", epochs=2):
 def test_fit_keeps_half_precision_weights_feasible(policy, optimizer, accumulate):
     """jit_compile='auto', what users get: XLA on JAX and TensorFlow, eager on torch."""
     model = half_model()
-    before = snapshot(model)
+    before = all_weights(model)
     if optimizer == "sgd":
         opt = keras.optimizers.SGD(0.05, gradient_accumulation_steps=accumulate)
     else:
         opt = keras.optimizers.Adam(0.01, gradient_accumulation_steps=accumulate)
-    history = fit(model, opt, [EnforceConstraints()])
+    history = fit(model, opt, [EnforceConstraints()], jit_compile="auto")
 
     want = "float32" if policy.startswith("mixed") else policy
     assert {dtype_of(v) for v in model.weights} == {want}
     if policy == "mixed_float16":  # Keras wraps the optimizer itself
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert np.isfinite(history.history["loss"]).all()
-    changed = [not np.array_equal(b, a) for b, a in zip(before, snapshot(model), strict=True)]
+    changed = [not np.array_equal(b, a) for b, a in zip(before, all_weights(model), strict=True)]
     assert sum(changed) >= 3, changed  # Adam's steps fall below bfloat16's resolution on a few
     assert_feasible(model)
 
@@ -93,7 +67,7 @@ def test_skipped_loss_scale_steps_leave_initial_weights_unprojected(policy, enfo
     # 2**60 overflows every float16 gradient: all 8 steps are skipped.
     opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.05), initial_scale=2.0**60)
     callbacks = [EnforceConstraints()] if enforce else []
-    fit(model, opt, callbacks)
+    fit(model, opt, callbacks, jit_compile="auto")
     assert float(to_np(opt.iterations)) == 0  # no step was applied
     if enforce:
         assert_feasible(model)
@@ -118,7 +92,7 @@ def test_gradient_accumulation_projects_on_every_micro_step():
     model = keras.Sequential([keras.Input((6,)), layer])
     layer.kernel.assign([[3.0], [0.0], [4.0], [0.0], [0.0], [0.0]])  # norm 5
     opt = keras.optimizers.SGD(0.0, gradient_accumulation_steps=2)  # only the constraint moves w
-    fit(model, opt, epochs=1)  # 4 batches: 2 updates, 4 micro-steps
+    fit(model, opt, epochs=1, jit_compile="auto")  # 4 batches: 2 updates, 4 micro-steps
     norm = float(np.linalg.norm(to_np(layer.kernel.value)))
     assert float(to_np(opt.iterations)) == 2
     assert norm == pytest.approx(1.0 + 4.0 * 0.5**4, rel=1e-5)  # 4 calls, not 2

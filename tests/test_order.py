@@ -5,26 +5,10 @@ import pytest
 
 import kconstraints as kc
 import kconstraints.order
-from tests.helpers import jit, sample, tensor, to_np
+from tests.backend import jit
+from tests.helpers import sample, tensor, to_np
 from tests.properties import Case, PropertySuite
-
-
-def pava(y):
-    """Pool adjacent violators (Ayer et al. 1955), float64, with a stack of blocks."""
-    sums, counts = [], []
-    for v in y:
-        sums.append(float(v))
-        counts.append(1)
-        while len(sums) > 1 and sums[-2] / counts[-2] > sums[-1] / counts[-1]:
-            s, c = sums.pop(), counts.pop()
-            sums[-1] += s
-            counts[-1] += c
-    return np.concatenate([np.full(c, s / c) for s, c in zip(sums, counts, strict=True)])
-
-
-def monotonic_ref(axis, increasing=True):
-    sign = 1.0 if increasing else -1.0
-    return lambda w: sign * np.apply_along_axis(pava, axis, sign * w)
+from tests.references import monotonic_ref
 
 
 class TestMonotonicProperties(PropertySuite):

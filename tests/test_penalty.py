@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import kconstraints as kc
-from tests.helpers import dtype_of, float64_enabled, gradient, sample, tensor, to_np
-from tests.test_norm import max_norm_ref, simplex_ref
-from tests.test_order import monotonic_ref
+from tests.backend import float64_enabled, gradient
+from tests.helpers import dtype_of, sample, tensor, to_np
+from tests.references import max_norm_ref, monotonic_ref, simplex_ref
 
 MASK = sample((6, 4), "ties", seed=70) > 0
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import kconstraints as kc
-from kconstraints._base import _REGISTRY
+from kconstraints._base import REGISTRY
 from tests.helpers import sample, tensor, to_np
+from tests.models import data, every_kind_model
 
 
 @pytest.mark.parametrize(
@@ -50,7 +51,7 @@ def test_every_public_constraint_is_registered():
     for cls in classes:
         if cls is kc.Constraint:
             continue
-        assert _REGISTRY[cls.__name__] is cls
+        assert REGISTRY[cls.__name__] is cls
         assert keras.saving.get_registered_name(cls) == f"kconstraints>{cls.__name__}"
 
 
@@ -96,3 +97,24 @@ def test_saved_model_loads_in_safe_mode_without_custom_objects(tmp_path):
             ca, cb = getattr(a, attr), getattr(b, attr)
             assert type(cb) is type(ca)
             assert cb.get_config() == ca.get_config()
+    x = data((5,), seed=8)[0]
+    np.testing.assert_allclose(to_np(loaded(x)), to_np(model(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_saved_model_with_every_kind_of_constraint_loads_in_safe_mode(tmp_path):
+    model = every_kind_model()
+    path = tmp_path / "every_kind.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    attrs = ("kernel_constraint", "bias_constraint", "kernel_regularizer")
+    checked = 0
+    for a, b in zip(model.layers, loaded.layers, strict=True):
+        for attr in attrs:
+            ca, cb = getattr(a, attr, None), getattr(b, attr, None)
+            assert type(cb) is type(ca), (a.name, attr)
+            if ca is not None:
+                assert cb.get_config() == ca.get_config()
+                checked += 1
+    assert checked == 10
+    x = data((6,), seed=7)[0]
+    np.testing.assert_allclose(to_np(loaded(x)), to_np(model(x)), rtol=1e-6, atol=1e-6)

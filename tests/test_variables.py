@@ -1,36 +1,14 @@
-"""`project`, `violations`, `constrain` and `Variable`: constraints outside the optimizer step."""
+"""variables.py: `project`, `violations`, `constrain` and `Variable`, constraints outside the optimizer step."""
 
 import keras
 import numpy as np
 import pytest
 
 import kconstraints as kc
-from tests.helpers import BACKEND, EPS, FLOAT_DTYPES, float64_enabled, to_np, tol
-from tests.test_training import constrained, data, dense_model, push_outside
-
-
-def gap(variable):
-    """max |w - P(w)| computed apart from `violations`, in float64 NumPy."""
-    w = variable.value
-    return float(np.max(np.abs(to_np(w) - to_np(variable.constraint(w)))))
-
-
-class Shifted(keras.layers.Layer):
-    """A layer with a constrained non-trainable variable that fit() never projects."""
-
-    def build(self, input_shape):
-        self.shift = self.add_weight(
-            shape=(input_shape[-1],), initializer="zeros", trainable=False, constraint=kc.NonNeg()
-        )
-
-    def call(self, x):
-        return x + self.shift
-
-
-def scaled_model():
-    """dense_model behind a Shifted layer: a constrained non-trainable variable too."""
-    inner, shape = dense_model()
-    return keras.Sequential([keras.Input(shape), Shifted(), inner]), shape
+from tests.backend import apply_gradients, float64_enabled
+from tests.helpers import EPS, FLOAT_DTYPES, to_np, tol
+from tests.models import Shifted, constrained, dense_model, fit, push_outside, scaled_model
+from tests.references import violation
 
 
 def pick(model, how):
@@ -55,7 +33,7 @@ def test_project_makes_every_constrained_weight_feasible(how):
     assert kc.project(pick(model, how)) == len(variables)
 
     for v in variables:
-        assert gap(v) <= tol("float32", 3.0), v.path
+        assert violation(v) <= tol("float32", 3.0), v.path
     for v in model.weights:  # unconstrained weights are left alone
         if v.constraint is None:
             np.testing.assert_array_equal(to_np(v.value), free[v.path])
@@ -78,7 +56,7 @@ def test_violations_match_an_independent_computation():
     assert list(found) == [v.path for v in constrained(model)]
     for v in constrained(model):
         assert isinstance(found[v.path], float)
-        assert found[v.path] == pytest.approx(gap(v), rel=1e-6)
+        assert found[v.path] == pytest.approx(violation(v), rel=1e-6)
     assert min(found.values()) > 0.0
     kc.project(model)
     assert max(kc.violations(model).values()) <= tol("float32", 3.0)
@@ -117,15 +95,8 @@ def test_project_and_violations_reject_what_is_not_a_variable_or_layer(bad):
 
 def apply_step(variable, grad):
     """One optimizer step on a standalone variable, as a custom loop does it."""
-    opt = keras.optimizers.SGD(1.0)
     grad = keras.ops.convert_to_tensor(grad, dtype=variable.dtype)
-    if BACKEND == "torch":
-        import torch
-
-        with torch.no_grad():
-            opt.apply([grad], [variable])
-    else:
-        opt.apply([grad], [variable])
+    apply_gradients(keras.optimizers.SGD(1.0), [grad], [variable])
 
 
 def test_keras_variable_drops_its_constraint_and_constrain_restores_it():
@@ -200,7 +171,13 @@ def test_a_projection_made_from_a_callback_lands(jit_compile):
     layer = Shifted()
     model = keras.Model(inputs, keras.layers.Dense(1)(layer(inputs)))
     layer.shift.assign([-1.0, 2.0, -3.0, 4.0])
-    model.compile(keras.optimizers.SGD(0.01), "mse", jit_compile=jit_compile)
-    x, y = data((4,))
-    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[ProjectEachBatch(model)])
+    callbacks = [ProjectEachBatch(model)]
+    fit(
+        model,
+        keras.optimizers.SGD(0.01),
+        callbacks,
+        input_shape=(4,),
+        epochs=1,
+        jit_compile=jit_compile,
+    )
     assert to_np(layer.shift.value).tolist() == [0.0, 2.0, 0.0, 4.0]
