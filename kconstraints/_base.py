@@ -101,10 +101,19 @@ class Constraint(Configurable, keras.constraints.Constraint):
 
     A constraint is a stateless callable `w -> P(w)` that the optimizer
     applies after each step. Subclasses implement `project(w)`, which
-    receives a tensor and may compute in any float dtype; `__call__` checks
-    the dtype and returns the result in the weight's own dtype and shape.
+    receives a tensor with at least one entry and may compute in any float
+    dtype; `__call__` checks the dtype, returns a weight with no entries as
+    it is, and returns the result in the weight's own dtype and shape. The
+    base class itself is the identity, as `keras.constraints.Constraint` is.
     Every `__init__` argument is stored as an attribute of the same name, so
     `get_config()` needs no override.
+
+    Non-finite weights: a constraint never raises on a NaN or an infinity,
+    and never lets one spread. Each entry (elementwise constraints), slice
+    along `axis`, or matrix is projected on its own, and every one that
+    holds only finite values comes out as if the others did too; one that
+    holds a NaN or an infinity may come out non-finite. `violations` reports
+    such a weight as NaN.
     """
 
     #: True when P acts on each entry on its own (so `Partial` may mask it).
@@ -113,7 +122,10 @@ class Constraint(Configurable, keras.constraints.Constraint):
     def __call__(self, w):
         w = ops.convert_to_tensor(w)
         dtype = check_float_weight(self._owner, w.dtype)
+        if any(size == 0 for size in w.shape):  # no entries: nothing to project
+            return ops.zeros(w.shape, dtype)
         return ops.cast(self.project(w), dtype)
 
     def project(self, w):
-        raise NotImplementedError(f"{self._owner} must implement project(w).")
+        """P(w), in any float dtype; subclasses override it (the base is the identity)."""
+        return w

@@ -38,6 +38,18 @@ def symmetric_part(owner, w):
     return 0.5 * x + 0.5 * transpose(x)  # halves first: no overflow, exact when x is symmetric
 
 
+def finite_only(fn, x):
+    """`fn(x)` for each matrix whose entries are all finite; the others come back as they are.
+
+    torch's SVD and eigh, and TensorFlow's eigh, raise on a matrix holding a
+    NaN or an infinity (see `_backend.py`), which would stop a compiled step
+    for one bad matrix of a stack. `fn` maps matrices to matrices of the
+    same shape.
+    """
+    finite = ops.all(ops.isfinite(x), axis=(-2, -1), keepdims=True)
+    return ops.where(finite, fn(ops.where(finite, x, ops.zeros_like(x))), x)
+
+
 def transpose(x):
     """The transpose of each matrix in the last two axes."""
     return ops.swapaxes(x, -1, -2)

@@ -11,6 +11,9 @@ Keras version this was verified on is in `_backend.py`;
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import keras
 
 from kconstraints._checks import check_bool, check_text
@@ -18,6 +21,9 @@ from kconstraints.variables import project, violations
 
 
 def _worst(found):
+    """The largest violation; NaN if any weight holds a NaN or an infinity."""
+    if any(math.isnan(v) for v in found.values()):
+        return math.nan
     return max(found.values(), default=0.0)
 
 
@@ -82,11 +88,15 @@ class ConstraintMonitor(keras.callbacks.Callback):
     trainable weight, so a non-zero value points at a gap: an EMA overwrite
     (`ema_overwrite_frequency`), a non-trainable constrained variable, a
     constraint that is not a projection, or a weight written by other code.
+    A weight that holds a NaN or an infinity makes the value NaN.
 
     Args:
         name: the key in the logs (default `"constraint_violation"`).
         per_variable: also log each variable's violation under
             `"{name}/{variable.path}"`.
+        stop_on_nonfinite: stop training at the end of an epoch that left a
+            constrained weight holding a NaN or an infinity, with a warning
+            naming the variables; they are kept in `nonfinite`.
 
     Example:
 
@@ -99,15 +109,27 @@ class ConstraintMonitor(keras.callbacks.Callback):
     [0.0]
     """
 
-    def __init__(self, name="constraint_violation", per_variable=False):
+    def __init__(self, name="constraint_violation", per_variable=False, stop_on_nonfinite=False):
         super().__init__()
-        self.name = check_text(type(self).__name__, "name", name)
-        self.per_variable = check_bool(type(self).__name__, "per_variable", per_variable)
+        owner = type(self).__name__
+        self.name = check_text(owner, "name", name)
+        self.per_variable = check_bool(owner, "per_variable", per_variable)
+        self.stop_on_nonfinite = check_bool(owner, "stop_on_nonfinite", stop_on_nonfinite)
+        self.nonfinite = []
 
     def on_epoch_end(self, epoch, logs=None):
+        found = violations(self.model)
+        self.nonfinite = [path for path, value in found.items() if math.isnan(value)]
+        if self.stop_on_nonfinite and self.nonfinite:
+            self.model.stop_training = True
+            warnings.warn(
+                f"ConstraintMonitor: stopping after epoch {epoch + 1}: the weights "
+                f"{self.nonfinite} hold a NaN or an infinity.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if logs is None:
             return
-        found = violations(self.model)
         logs[self.name] = _worst(found)
         if self.per_variable:
             logs.update({f"{self.name}/{path}": value for path, value in found.items()})

@@ -39,6 +39,7 @@ from kconstraints._checks import check_bool, check_choice, check_int, check_numb
 from kconstraints._linalg import (
     as_matrices,
     compose_svd,
+    finite_only,
     gram_upper,
     largest_singular_value,
     lower_estimate,
@@ -101,8 +102,7 @@ class Orthogonal(Constraint):
     def project(self, w):
         x = as_matrices(self._owner, w, self.batched)
         if self.method == "svd":
-            u, _, vt = ops.svd(x, full_matrices=False)
-            q = u @ vt
+            q = finite_only(_polar_factor, x)
         else:
             q = newton_schulz_polar(x, self.iterations)
         return ops.reshape(self.scale * q, w.shape)
@@ -161,16 +161,20 @@ class SpectralNorm(Constraint):
 
     def project(self, w):
         x = as_matrices(self._owner, w, self.batched)
+        method = {"svd": self._clip, "scale": self._rescale, "gram": self._gram}[self.method]
+        return ops.reshape(finite_only(method, x), w.shape)
+
+    def _clip(self, x):
         bound = self.max_value
-        if self.method == "svd":
-            u, s, vt = ops.svd(x, full_matrices=False)
-            clipped = compose_svd(u, ops.where(s > bound, ops.full_like(s, bound), s), vt)
-            out = ops.where(ops.any(s > bound, axis=-1)[..., None, None], clipped, x)
-        elif self.method == "scale":
-            out = x * shrink_factor(largest_singular_value(x), scalar(bound, x))
-        else:
-            out = x * self._gram_factor(x)
-        return ops.reshape(out, w.shape)
+        u, s, vt = ops.svd(x, full_matrices=False)
+        clipped = compose_svd(u, ops.where(s > bound, ops.full_like(s, bound), s), vt)
+        return ops.where(ops.any(s > bound, axis=-1)[..., None, None], clipped, x)
+
+    def _rescale(self, x):
+        return x * shrink_factor(largest_singular_value(x), scalar(self.max_value, x))
+
+    def _gram(self, x):
+        return x * self._gram_factor(x)
 
     def _gram_factor(self, x):
         bound = scalar(self.max_value, x)
@@ -236,11 +240,7 @@ class PSD(Constraint):
     """
 
     def project(self, w):
-        s = symmetric_part(self._owner, w)
-        lam, v = ops.eigh(s)
-        clipped = compose_svd(v, ops.where(lam < 0, ops.zeros_like(lam), lam), transpose(v))
-        clipped = 0.5 * clipped + 0.5 * transpose(clipped)
-        return ops.where(ops.any(lam < 0, axis=-1)[..., None, None], clipped, s)
+        return finite_only(_clip_eigenvalues, symmetric_part(self._owner, w))
 
 
 @register
@@ -279,6 +279,23 @@ class LowRank(Constraint):
         x = as_matrices(self._owner, w, self.batched)
         if self.rank >= min(x.shape[-2:]):
             return ops.reshape(x, w.shape)
+        return ops.reshape(finite_only(self._truncate, x), w.shape)
+
+    def _truncate(self, x):
         u, s, vt = ops.svd(x, full_matrices=False)
         r = self.rank
-        return ops.reshape(compose_svd(u[..., :r], s[..., :r], vt[..., :r, :]), w.shape)
+        return compose_svd(u[..., :r], s[..., :r], vt[..., :r, :])
+
+
+def _polar_factor(x):
+    """`U V^T` from the thin SVD of each matrix."""
+    u, _, vt = ops.svd(x, full_matrices=False)
+    return u @ vt
+
+
+def _clip_eigenvalues(s):
+    """Symmetric `s` with its negative eigenvalues set to 0 (unchanged if none is negative)."""
+    lam, v = ops.eigh(s)
+    clipped = compose_svd(v, ops.where(lam < 0, ops.zeros_like(lam), lam), transpose(v))
+    clipped = 0.5 * clipped + 0.5 * transpose(clipped)
+    return ops.where(ops.any(lam < 0, axis=-1)[..., None, None], clipped, s)

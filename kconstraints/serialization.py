@@ -31,8 +31,9 @@ def deserialize(config, custom_objects=None):
 def get(identifier):
     """Turn an instance, a config dict, a class name or its snake_case alias into a constraint.
 
-    `None` gives `None`; a callable (a constraint instance or a plain
-    function) is returned as it is.
+    As `keras.constraints.get`: `None` gives `None`; a callable (a
+    constraint instance or a plain function) is returned as it is; a
+    constraint class is instantiated with its defaults.
 
     Example:
 
@@ -51,6 +52,8 @@ def get(identifier):
             known = ", ".join(sorted(REGISTRY))
             raise ValueError(f"Unknown constraint identifier {identifier!r}. Known: {known}.")
         return REGISTRY[identifier]()
+    if isinstance(identifier, type) and issubclass(identifier, keras.constraints.Constraint):
+        return identifier()
     if callable(identifier) and not isinstance(identifier, type):
         return identifier
     raise ValueError(f"Could not interpret constraint identifier {identifier!r}.")
