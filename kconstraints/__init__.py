@@ -12,7 +12,14 @@ from kconstraints.order import Monotonic
 from kconstraints.penalty import Penalty
 from kconstraints.serialization import deserialize, get, serialize
 from kconstraints.simplex import L1Ball, Simplex
-from kconstraints.variables import Variable, constrain, constrained_variables, project, violations
+from kconstraints.variables import (
+    Variable,
+    constrain,
+    constrained_variables,
+    project,
+    project_after_step,
+    violations,
+)
 
 __version__ = "0.1.0"
 
@@ -45,6 +52,7 @@ __all__ = [
     "deserialize",
     "get",
     "project",
+    "project_after_step",
     "serialize",
     "violations",
 ]

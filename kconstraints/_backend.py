@@ -39,6 +39,10 @@ from keras import ops
 #   `tf.Variable`; it passes through `convert_to_tensor` and `cast`
 #   unchanged and `keras.ops.svd` rejects it. The matrix constraints always
 #   reshape first, which makes a tensor (`_linalg.as_matrices`).
+# - Decompositions of non-finite matrices. torch 2.13's `linalg.svd` and
+#   `linalg.eigh`, and TensorFlow 2.21's `eigh`, raise on a matrix holding a
+#   NaN or an infinity (torch names the batch element; JAX returns NaN). The
+#   matrix constraints decompose finite matrices only (`_linalg.finite_only`).
 # - `keras.Variable(..., constraint=c)` accepts the keyword and drops it
 #   (Keras 3.15 swallows unknown keywords): `variables.Variable` and
 #   `variables.constrain` set the attribute the optimizer reads.
@@ -91,3 +95,27 @@ def sync_training_state(layer):
     sync = getattr(layer, "jax_state_sync", None)
     if callable(sync):
         sync()
+
+
+def after_each_step(owner, optimizer, fn):
+    """Call `fn()` after every `optimizer.step()` of a torch optimizer; return torch's handle.
+
+    A torch training loop (a Keras model on the torch backend, often wrapped
+    in `DistributedDataParallel`, stepped by a `torch.optim` optimizer, as in
+    Keras's guide to multi-GPU training with PyTorch) never runs Keras's
+    optimizer, the one place Keras applies `variable.constraint`.
+    `torch.optim.Optimizer.register_step_post_hook` (torch 2.0 and later;
+    verified on torch 2.13) runs a hook after each `step()` and returns a
+    handle whose `remove()` unregisters it. The optimizer is recognised by
+    that method, not by its class, so torch need not be imported here.
+    """
+    register = getattr(optimizer, "register_step_post_hook", None)
+    if not callable(register):
+        kind = type(optimizer)
+        raise TypeError(
+            f"{owner}: `optimizer` must be a torch optimizer (a torch.optim.Optimizer, which "
+            f"has register_step_post_hook), got {kind.__name__} from {kind.__module__}. "
+            "A Keras optimizer needs no hook: it applies each variable's constraint itself "
+            "after every update."
+        )
+    return register(lambda _optimizer, _args, _kwargs: fn())

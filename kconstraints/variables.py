@@ -13,14 +13,31 @@ non-trainable variables, and the steps a `LossScaleOptimizer` skips.
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 
 import keras
 from keras import ops
 
-from kconstraints._backend import sync_training_state
+from kconstraints._backend import after_each_step, sync_training_state
 from kconstraints._tensors import upcast
 from kconstraints.serialization import get
+
+
+def _wrapped_layer(obj):
+    """The Keras layer or model inside a wrapper that holds it as `.module`, else None.
+
+    torch's `DistributedDataParallel` and `DataParallel` hold the model they
+    wrap as `.module`; a wrapper of a wrapper is followed to the end.
+    """
+    passed = {id(obj)}
+    inner = getattr(obj, "module", None)
+    while inner is not None and not isinstance(inner, keras.layers.Layer):
+        if id(inner) in passed:  # a wrapper that holds itself: no layer in there
+            return None
+        passed.add(id(inner))
+        inner = getattr(inner, "module", None)
+    return inner
 
 
 def _variables(obj, out, seen):
@@ -36,6 +53,8 @@ def _variables(obj, out, seen):
     elif isinstance(obj, (list, tuple)):
         for item in obj:
             _variables(item, out, seen)
+    elif _wrapped_layer(obj) is not None:
+        _variables(_wrapped_layer(obj), out, seen)
     else:
         raise TypeError(
             "Expected a keras.Variable, a layer or model, or a list of them, "
@@ -49,7 +68,9 @@ def constrained_variables(obj):
 
     Args:
         obj: a `keras.Variable`, a layer or model (all its weights, trainable
-            or not), or a (nested) list of these.
+            or not), or a (nested) list of these. A wrapper that holds a
+            model as `.module` (torch's `DistributedDataParallel` or
+            `DataParallel`) stands for that model.
 
     Returns:
         A list of `keras.Variable`.
@@ -77,7 +98,9 @@ def project(obj):
     projection is not lost when the trainer writes its state back.
 
     Args:
-        obj: a `keras.Variable`, a layer or model, or a (nested) list of these.
+        obj: a `keras.Variable`, a layer or model (or a wrapper holding one
+            as `.module`, such as torch's `DistributedDataParallel`), or a
+            (nested) list of these.
 
     Returns:
         The number of variables projected.
@@ -99,6 +122,50 @@ def project(obj):
     return len(variables)
 
 
+_project = project  # project_after_step's keyword `project` hides the function
+
+
+def project_after_step(optimizer, obj, *, project=True):
+    """Make a torch optimizer apply the constraints of `obj` after every `optimizer.step()`.
+
+    A torch training loop (a Keras model on the torch backend, often wrapped
+    in `DistributedDataParallel`, trained by a `torch.optim` optimizer, as in
+    Keras's guide to multi-GPU training with PyTorch) never runs Keras's
+    optimizer, the only place Keras applies `variable.constraint`. This
+    registers a hook on the torch optimizer that calls
+    `kconstraints.project(obj)` after each `step()`, on every rank: DDP
+    leaves the same weights on every rank after a step, so every rank makes
+    the same projection, with no communication.
+
+    Args:
+        optimizer: a `torch.optim.Optimizer` (any object with
+            `register_step_post_hook`).
+        obj: what `project` takes: the model, its `DistributedDataParallel`
+            wrapper, layers or variables. It is walked again at every step,
+            so variables created later are projected too.
+        project: also project `obj` once now (default `True`), so training
+            starts inside the constraint sets.
+
+    Returns:
+        torch's handle of the hook: `handle.remove()` stops the projections.
+
+    Example:
+
+    A Keras optimizer applies the constraints itself and takes no hook:
+
+    >>> import keras, kconstraints
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, kernel_constraint=kconstraints.NonNeg())])
+    >>> kconstraints.project_after_step(keras.optimizers.SGD(), model)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    TypeError: project_after_step: `optimizer` must be a torch optimizer ...
+    """
+    constrained_variables(obj)  # a wrong `obj` fails here, not at the first step
+    handle = after_each_step("project_after_step", optimizer, lambda: _project(obj))
+    if project:
+        _project(obj)
+    return handle
+
+
 def _unique(path, taken):
     key, n = path, 1
     while key in taken:
@@ -113,10 +180,13 @@ def violations(obj):
     Zero exactly when the variable is in its constraint's set (for a true
     projection; a constraint that only moves part of the way, such as
     `MinMaxNorm(rate < 1)`, reports how far its next step would move).
-    Half-precision weights are compared in float32.
+    Half-precision weights are compared in float32. A weight that holds a
+    NaN or an infinity has no meaningful violation and is reported as NaN.
 
     Args:
-        obj: a `keras.Variable`, a layer or model, or a (nested) list of these.
+        obj: a `keras.Variable`, a layer or model (or a wrapper holding one
+            as `.module`, such as torch's `DistributedDataParallel`), or a
+            (nested) list of these.
 
     Returns:
         A dict from each constrained variable's `path` to a Python float. Two
@@ -134,6 +204,8 @@ def violations(obj):
         w = _value(v)
         if not all(w.shape):  # no entries, no violation
             worst = 0.0
+        elif not bool(ops.convert_to_numpy(ops.all(ops.isfinite(w)))):
+            worst = math.nan
         else:
             gap = ops.abs(upcast(w) - upcast(ops.convert_to_tensor(v.constraint(w))))
             worst = float(ops.convert_to_numpy(ops.max(gap)))
