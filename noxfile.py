@@ -1,17 +1,23 @@
-"""The test matrix: one virtualenv per Keras backend, plus lint and a benchmark smoke run.
+"""The test matrix: one virtualenv per Keras backend, plus lint, a benchmark smoke run and the wheel.
 
-Run on request only: demo, docs, bench (the full benchmark) and gpu.
+Run on request only: demo, docs, bench (the full benchmark), gpu, and lowest and
+latest (the oldest and newest supported releases; CI runs them).
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import shutil
+import sys
+import tempfile
+import zipfile
 
 import nox
+from packaging.requirements import Requirement
 
 nox.options.default_venv_backend = "virtualenv"
-nox.options.sessions = ["lint", "tests", "distributed", "bench_smoke"]
+nox.options.sessions = ["lint", "tests", "distributed", "multiprocess", "bench_smoke", "build"]
 nox.options.error_on_missing_interpreters = True
 
 BACKENDS = ["jax", "tensorflow", "torch"]
@@ -43,10 +49,13 @@ def tests(session, backend):
 
 @nox.session
 def lint(session):
-    """ruff check and ruff format --check."""
+    """ruff check, ruff format --check, and the CI workflow against its schema."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # GitHub's workflow schema ships inside check-jsonschema: no network needed.
+    schema = ["--builtin-schema", "vendor.github-workflows"]
+    session.run("check-jsonschema", *schema, ".github/workflows/ci.yml")
 
 
 @nox.session(default=False)
@@ -90,6 +99,129 @@ def docs(session):
     session.run("mkdocs", "build", "--strict", "--site-dir", "site", env=env)
 
 
+# The oldest and the newest releases the package is tested on. pip has no
+# lowest-resolution mode, so `lowest` pins each direct dependency to the floor
+# pyproject.toml declares; `latest` takes the newest release of each. torch
+# stays at the CPU build of tests/constraints.txt in both: any other torch
+# would pull the multi-GB CUDA packages.
+
+
+def direct_requirements(backend):
+    """The package's dependencies and its backend extra's, as written in pyproject.toml."""
+    project = PYPROJECT["project"]
+    lines = project["dependencies"] + project["optional-dependencies"][EXTRAS[backend]]
+    return [Requirement(line) for line in lines]
+
+
+def floors(backend):
+    """`name==floor` for each direct dependency: the `>=` bound pyproject.toml declares."""
+    pins = []
+    for requirement in direct_requirements(backend):
+        (floor,) = [s.version for s in requirement.specifier if s.operator == ">="]
+        pins.append(f"{requirement.name}=={floor}")
+        if requirement.name == "jax":  # jaxlib shares jax's version number; jax accepts older ones
+            pins.append(f"jaxlib=={floor}")
+    return pins
+
+
+def show_versions(session):
+    """Print the installed version of every package the suite's results depend on."""
+    names = "keras numpy jax jaxlib tensorflow-cpu torch ml-dtypes optax pytest"
+    code = (
+        "import importlib.metadata as m\n"
+        f"for name in {names.split()!r}:\n"
+        "    try: print(f'{name:<16}{m.version(name)}')\n"
+        "    except m.PackageNotFoundError: pass"
+    )
+    session.run("python", "-c", code)
+
+
+@nox.session(default=False)
+@nox.parametrize("backend", BACKENDS)
+def lowest(session, backend):
+    """The test suite on the floors of pyproject.toml: keras, numpy and the backend pinned there."""
+    groups = nox.project.dependency_groups(PYPROJECT, "test", *REFERENCES[backend])
+    session.install(".", *floors(backend), *groups)
+    show_versions(session)
+    env = {"KERAS_BACKEND": backend, "KCONSTRAINTS_EXPECT_DEVICE": "cpu", **QUIET_TF}
+    session.run("pytest", *session.posargs, env=env)
+
+
+@nox.session(default=False)
+@nox.parametrize("backend", BACKENDS)
+def latest(session, backend):
+    """The test suite on the newest keras, numpy and backend releases, to notice a new one."""
+    torch_only = pathlib.Path(session.create_tmp()) / "torch.txt"
+    pins = pathlib.Path(PINS).read_text().splitlines()
+    torch_only.write_text("\n".join(p for p in pins if p.startswith("torch")) + "\n")
+    names = [r.name for r in direct_requirements(backend)]
+    groups = nox.project.dependency_groups(PYPROJECT, "test", *REFERENCES[backend])
+    session.install("--upgrade", "-c", str(torch_only), ".", *names, *groups)
+    show_versions(session)
+    env = {"KERAS_BACKEND": backend, "KCONSTRAINTS_EXPECT_DEVICE": "cpu", **QUIET_TF}
+    session.run("pytest", *session.posargs, env=env)
+
+
+# What `nox -s build` runs against each installed wheel, from a folder outside
+# the checkout: the demo at a small size (eager on torch, where compiling its
+# 14-layer step takes minutes), after checking that kconstraints comes from
+# the wheel.
+WHEEL_DEMO = """
+import sys, demo, kconstraints, keras
+assert kconstraints.__file__.startswith(sys.prefix), kconstraints.__file__
+print("kconstraints", kconstraints.__version__, "from", kconstraints.__file__)
+sys.exit(demo.main(epochs=1, samples=128, jit_compile=keras.backend.backend() != "torch"))
+"""
+# The installed package's doctests, with an empty pytest.ini of the run folder.
+WHEEL_DOCTESTS = ["-q", "-c", "pytest.ini", "-p", "no:cacheprovider", "--doctest-modules"]
+WHEEL_DOCTESTS += ["--pyargs", "kconstraints"]
+
+
+def check_wheel(session, wheel):
+    """The wheel holds every module, the declared package data and the license."""
+    names = zipfile.ZipFile(wheel).namelist()
+    session.log("%s:\n  %s", wheel.name, "\n  ".join(names))
+    package_data = PYPROJECT["tool"]["setuptools"]["package-data"]["kconstraints"]
+    expected = [f"kconstraints/{p.name}" for p in sorted(pathlib.Path("kconstraints").glob("*.py"))]
+    expected += [f"kconstraints/{name}" for name in package_data]
+    missing = [name for name in expected if name not in names]
+    for license_file in PYPROJECT["project"]["license-files"]:
+        if not any(n.endswith(f".dist-info/licenses/{license_file}") for n in names):
+            missing.append(f"*.dist-info/licenses/{license_file}")
+    if missing:
+        session.error(f"{wheel.name} lacks {', '.join(missing)}")
+
+
+@nox.session
+def build(session):
+    """Build and twine-check the sdist and wheel; run the demo and doctests from the wheel per backend."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "build"))
+    dist = pathlib.Path(session.create_tmp()) / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist))
+    session.run("twine", "check", "--strict", *map(str, sorted(dist.iterdir())))
+    (wheel,) = dist.glob("*.whl")
+    check_wheel(session, wheel)
+    test_deps = nox.project.dependency_groups(PYPROJECT, "test")
+    # Outside the checkout: pytest would otherwise find pyproject.toml, whose
+    # `pythonpath` makes the checkout importable instead of the wheel.
+    with tempfile.TemporaryDirectory(prefix="kconstraints-wheel-") as tmp:
+        run_dir = pathlib.Path(tmp)
+        shutil.copy("examples/demo.py", run_dir)
+        (run_dir / "pytest.ini").write_text("[pytest]\n")
+        for backend in BACKENDS:
+            venv = run_dir / f"venv-{backend}"
+            session.run(sys.executable, "-m", "virtualenv", "-q", str(venv), external=True)
+            python = str(venv / "bin" / "python")
+            wheel_req = f"kconstraints[{EXTRAS[backend]}] @ {wheel.resolve().as_uri()}"
+            install = ["-m", "pip", "install", "-q", "-c", str(pathlib.Path(PINS).resolve())]
+            session.run(python, *install, wheel_req, *test_deps, external=True)
+            env = {"KERAS_BACKEND": backend, **QUIET_TF}
+            with session.chdir(run_dir):
+                session.run(python, "-c", WHEEL_DEMO, env=env, external=True)
+                session.run(python, "-m", "pytest", *WHEEL_DOCTESTS, env=env, external=True)
+
+
 @nox.session(venv_backend="none", default=False)
 @nox.parametrize("backend", BACKENDS)
 def gpu(session, backend):
@@ -114,3 +246,13 @@ def distributed(session, backend):
     install(session, backend, "test")
     env = {"KERAS_BACKEND": backend, **QUIET_TF, **DISTRIBUTED_ENV[backend]}
     session.run("pytest", "tests/test_distributed.py", *session.posargs, env=env)
+
+
+@nox.session
+@nox.parametrize("backend", BACKENDS)
+def multiprocess(session, backend):
+    """Two processes on 127.0.0.1 train as one: JAX multi-process, torch DDP, TF multi-worker."""
+    install(session, backend, "test")
+    env = {"KERAS_BACKEND": backend, "KCONSTRAINTS_MULTIPROCESS": "1", **QUIET_TF}
+    # -rA: the passing tests' output too, where each prints its max |dw|.
+    session.run("pytest", "tests/test_multiprocess.py", "-rA", *session.posargs, env=env)

@@ -37,7 +37,7 @@ def write(out, results, merge=True, command=None):
         backends = json.loads(path.read_text()).get("backends", {})
     backends.update(results)
     data = {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": command,
         "host_packages": versions(),
         "backends": {b: backends[b] for b in sorted(backends, key=_rank)},

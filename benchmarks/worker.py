@@ -44,7 +44,7 @@ def run_backend(config) -> dict:
     device = describe()
     parts = [m for m, on in ((projection, config.projection), (train_step, config.train)) if on]
     bar = progress_bar(sum(m.steps(config, cases) for m in parts), device["backend"])
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     start = time.perf_counter()
     result = {"projection": [], "train_step": []}
     try:
