@@ -1,13 +1,14 @@
-"""simplex.py: Simplex and L1Ball, against the sort-based projection of Duchi et al. (2008)."""
+"""simplex.py: Simplex (plain and bounded) and L1Ball, against float64 NumPy and cvxpy references."""
 
 import numpy as np
 import pytest
 
 import kconstraints as kc
-from tests.backend import float64_enabled
+from kconstraints.simplex import michelot_threshold, simplex_threshold
+from tests.backend import float64_enabled, graph_breaks, jit
 from tests.helpers import sample, tensor, to_np
 from tests.properties import Case, PropertySuite
-from tests.references import l1_ref, simplex_ref
+from tests.references import bounded_simplex_ref, l1_ref, simplex_ref, simplex_vector
 
 
 class TestSimplexL1Properties(PropertySuite):
@@ -21,6 +22,21 @@ class TestSimplexL1Properties(PropertySuite):
         # Rows of 4 normal entries have L1 norms around 3: some inside, some out.
         Case(kc.L1Ball(3.0, axis=1), (8, 4), l1_ref(3.0, 1)),
         Case(kc.L1Ball(4.0, axis=None), (4, 4), l1_ref(4.0, None)),
+        # The bounded simplex: a floor, a cap, both, and bounds that leave one point.
+        Case(kc.Simplex(axis=0, min_value=0.05), (6, 4), bounded_simplex_ref(1.0, 0, 0.05)),
+        Case(kc.Simplex(axis=-1, max_value=0.3), (5, 7), bounded_simplex_ref(1.0, -1, 0.0, 0.3)),
+        Case(
+            kc.Simplex(2.0, axis=[0, 1, 2], min_value=-0.1, max_value=0.2),
+            (3, 3, 2, 4),
+            bounded_simplex_ref(2.0, (0, 1, 2), -0.1, 0.2),
+        ),
+        Case(
+            kc.Simplex(-1.0, axis=0, min_value=-1.0, max_value=0.5),
+            (6, 4),
+            bounded_simplex_ref(-1.0, 0, -1.0, 0.5),
+        ),
+        Case(kc.Simplex(axis=0, min_value=0.25), (4, 3), bounded_simplex_ref(1.0, 0, 0.25)),
+        Case(kc.Simplex(axis=-1, max_value=0.25), (3, 4), bounded_simplex_ref(1.0, -1, 0.0, 0.25)),
     ]
 
 
@@ -72,3 +88,159 @@ def test_simplex_and_l1_bad_arguments(make, match):
 def test_simplex_and_l1_axis_out_of_range_names_the_shape(constraint):
     with pytest.raises(ValueError, match=r"out of range.*\(4, 3\)"):
         constraint(tensor(np.ones((4, 3))))
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: kc.Simplex(min_value=0.5, max_value=0.2), r"Simplex.*min_value.*max_value"),
+        (lambda: kc.Simplex(max_value=float("nan")), "Simplex.*max_value.*nan"),
+        (lambda: kc.Simplex(min_value="0"), "Simplex.*min_value"),
+        # Entries >= 0 can not sum to a negative total, whatever the slice length.
+        (lambda: kc.Simplex(total=-0.5, max_value=1.0), "Simplex.*total.*-0.5"),
+    ],
+)
+def test_bounded_simplex_bad_arguments(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize(
+    "constraint, match",
+    [
+        # Slices of 4 entries: 4 * 0.3 = 1.2 > 1 and 4 * 0.2 = 0.8 < 1.
+        (
+            kc.Simplex(axis=0, min_value=0.3),
+            r"Simplex: no slice of 4 entries.*4 \* 0\.3 = 1\.2 > to",
+        ),
+        (
+            kc.Simplex(axis=0, max_value=0.2),
+            r"Simplex: no slice of 4 entries.*4 \* 0\.2 = 0\.8 < to",
+        ),
+        (kc.Simplex(-1.0, axis=0, min_value=-0.2), r"`total`=-1\.0: n \* min_value = 4 \* -0\.2"),
+    ],
+)
+def test_bounded_simplex_with_an_empty_set_is_a_clear_error(constraint, match):
+    with pytest.raises(ValueError, match=match):
+        constraint(tensor(np.ones((4, 3))))
+
+
+def test_bounds_that_hold_only_when_summed_in_exact_arithmetic_are_accepted():
+    # 3 * 0.1 = 0.30000000000000004 > 0.3 in floats: still the single point 0.1.
+    got = to_np(kc.Simplex(0.3, axis=-1, min_value=0.1)(tensor([[5.0, -1.0, 2.0]])))
+    np.testing.assert_allclose(got, [[0.1, 0.1, 0.1]], rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "low, high", [(0.0, 0.3), (0.05, None), (-0.2, 0.4), (0.125, 0.125), (0.125, None)]
+)
+def test_bounded_simplex_solves_the_qp_that_cvxpy_solves(low, high):
+    """An independent reference: cvxpy's QP solution of min ||z - v||^2 on the bounded simplex."""
+    cp = pytest.importorskip("cvxpy", reason="cvxpy is the QP reference (dependency group test)")
+    w = sample((8, 5), "normal", seed=31)
+    got = to_np(kc.Simplex(1.0, axis=0, min_value=low, max_value=high)(tensor(w)))
+    for j in range(w.shape[1]):
+        z = cp.Variable(w.shape[0])
+        bounds = [z >= low, cp.sum(z) == 1.0] + ([] if high is None else [z <= high])
+        cp.Problem(cp.Minimize(cp.sum_squares(z - w[:, j])), bounds).solve()
+        np.testing.assert_allclose(got[:, j], z.value, rtol=0, atol=1e-5)
+
+
+def test_bounded_simplex_keeps_old_saved_configs():
+    # A config written before the bounds existed loads as the plain simplex.
+    c = kc.Simplex.from_config({"total": 2.0, "axis": 0})
+    assert (c.min_value, c.max_value) == (0.0, None)
+    w = sample((6, 4), "normal", seed=3)
+    np.testing.assert_allclose(to_np(c(tensor(w))), simplex_ref(2.0, 0)(w), rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------- the fast threshold
+
+
+def adversarial(n, total, r=2, gap=1.0):
+    """A slice on which each Michelot pass drops exactly one entry, so n - r + 1 passes.
+
+    Entry m + 1 sits just below the shift computed from the top m, so the
+    next shift drops it and keeps entry m; the gaps grow about m-fold each
+    step, which float64 holds for n = 16 with `total` = 1e15.
+    """
+    u = [1.0] * r
+    tau = (sum(u) - total) / r
+    while len(u) < n:
+        m = len(u)
+        u.append(tau - gap)
+        tau = (sum(u) - total) / len(u)
+        gap *= 2 * (m + 2) * m / (m + 1)
+    return np.array(u)
+
+
+def test_the_sort_fallback_settles_slices_that_michelot_passes_do_not():
+    total = 1e15
+    slow = adversarial(16, total)
+    easy = sample(16, "normal", seed=4) * 1e14
+    w = np.stack([easy, slow[::-1], easy[::-1]], axis=1)  # the slow slice in the middle
+    want = np.stack([simplex_vector(w[:, j], total) for j in range(3)], axis=1)
+    with float64_enabled():
+        rows = tensor(w.T, "float64")
+        _, settled = michelot_threshold(rows, total)
+        assert to_np(settled)[:, 0].tolist() == [True, False, True]
+        c = kc.Simplex(total, axis=0)
+        x = tensor(w, "float64")
+        compiled = jit(lambda x: c(x))
+        with graph_breaks() as breaks:
+            got_jit = to_np(compiled(x))
+        assert breaks[0] == 0
+        for got in (to_np(c(x)), got_jit):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * total)
+
+
+def l1_vector_ref(v, radius):
+    return l1_ref(radius, -1)(v[None])[0]
+
+
+ADVERSARIAL = {
+    "all equal": np.full(64, 0.7),
+    "one huge entry": np.concatenate([[1e6], sample(63, "normal", seed=5)]),
+    "many ties at the threshold": np.repeat([3.0, 1.0, 1.0, 1.0, -2.0], 13),
+    "zeros and ties": np.repeat([0.0, 0.5, 0.5, 0.0], 16),
+    "length 1": np.array([-4.0]),
+    "tiny spread": 1.0 + sample(64, "normal", seed=6) * 1e-6,
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(ADVERSARIAL))
+def test_fast_threshold_is_exact_on_adversarial_slices(name, dtype):
+    v = ADVERSARIAL[name]
+    with float64_enabled():
+        x = tensor(v[:, None], dtype)
+        exact = tensor(v[:, None].astype(dtype).astype(np.float64), dtype)
+        for total in (1.0, 0.5 * np.abs(v).sum()):
+            want = simplex_vector(to_np(exact)[:, 0].astype(np.float64), total)
+            got = to_np(kc.Simplex(total, axis=0)(x))[:, 0]
+            rel = 1e-6 if dtype == "float64" else 1e-6 * len(v)
+            np.testing.assert_allclose(got, want, rtol=0, atol=rel * max(np.abs(v).max(), 1))
+            want = l1_vector_ref(to_np(exact)[:, 0].astype(np.float64), total)
+            got = to_np(kc.L1Ball(total, axis=0)(x))[:, 0]
+            np.testing.assert_allclose(got, want, rtol=0, atol=rel * max(np.abs(v).max(), 1))
+
+
+@pytest.mark.parametrize("shape, axis", [((512, 6), 0), ((6, 512), -1)])
+def test_fast_threshold_matches_the_sort_on_long_slices(shape, axis):
+    """Long slices of three scales: on the fast path, within 1e-6 relative of float64."""
+    with float64_enabled():
+        for scale in (1e-2, 1.0, 1e3):
+            w = sample(shape, "normal", seed=8) * scale
+            rows = tensor(np.moveaxis(w, axis, -1), "float64")
+            for v in (rows, tensor(np.abs(np.moveaxis(w, axis, -1)), "float64")):
+                tau, settled = michelot_threshold(v, 1.0)
+                assert to_np(settled).all()  # random slices never need the sort
+                np.testing.assert_allclose(
+                    to_np(tau), to_np(simplex_threshold(v, 1.0)), rtol=1e-12, atol=1e-12 * scale
+                )
+            for c, ref in (
+                (kc.Simplex(1.0, axis=axis), simplex_ref(1.0, axis)),
+                (kc.L1Ball(1.0, axis=axis), l1_ref(1.0, axis)),
+            ):
+                got = to_np(c(tensor(w, "float64")))
+                np.testing.assert_allclose(got, ref(w), rtol=0, atol=1e-6 * scale)
