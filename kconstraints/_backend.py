@@ -51,6 +51,18 @@ from keras import ops
 #   moving average of `use_ema=True` written over the weights) before
 #   `on_train_end`, so `callbacks.EnforceConstraints` projects last.
 #   `tests/test_callbacks.py` checks this order on every backend.
+# - Batched matmul on TensorFlow's CPU. TensorFlow 2.21 with oneDNN (its
+#   default on x86) returned inf for the N-d by 2-d products of
+#   `conv_norm_bound` on a (3, 3, 1, 4) kernel in eager mode, then aborted
+#   the process ("free(): invalid size");
+#   with TF_ENABLE_ONEDNN_OPTS=0 it was right. `lipschitz._dft_axis`
+#   multiplies 2-d matrices only.
+# - Trigonometry in float64 on JAX. `keras.ops.cos` and `ops.sin` return
+#   float32 for a float64 input (Keras 3.15, JAX 0.10.2), so
+#   `lipschitz._cos_sin` evaluates a float64 series instead.
+# - `ops.max` on torch. Keras 3.15's torch `max` reads `.values` of torch's
+#   result, which Dynamo (torch 2.13) can not trace inside a compiled train
+#   step: a graph break. The package uses `ops.amax`.
 # - Gradient accumulation. With `gradient_accumulation_steps=n`, Keras 3.15
 #   applies `variable.constraint` after every micro-step, not once per update.
 
@@ -79,6 +91,46 @@ def cond(pred, true_fn, false_fn, operands):
         operands = tuple(ops.stop_gradient(o) for o in operands)
         return torch.cond(pred, true_fn, false_fn, operands)
     return ops.cond(pred, lambda: true_fn(*operands), lambda: false_fn(*operands))
+
+
+def fori_loop(lower, upper, body, state):
+    """`keras.ops.fori_loop(lower, upper, body, state)`, kept one loop under torch.compile.
+
+    On torch, Keras 3.15's `fori_loop` is a Python loop, which Dynamo
+    unrolls: compile time grows with the trip count (torch 2.13, loaded
+    2-core CPU: `Monotonic` on slices of 1024, whose searches are loops,
+    took about 650 s to compile; `DoublyStochastic` with 50 sweeps 108 s).
+    While compiling, the loop is `torch._higher_order_ops.while_loop`
+    instead (verified on torch 2.13: one loop in the graph, no graph break);
+    eager torch runs the Python loop, which costs nothing there. `state` is
+    a tensor or a tuple of tensors; `body(i, state)` gets `i` as a 0-d
+    tensor on every backend when compiled, and its results are cast back to
+    the dtypes of `state` and copied (`while_loop` refuses a body that
+    changes a dtype or returns an input as it is). The tensors `body` closes
+    over must not be views of one another (`while_loop` refuses aliasing
+    there too): copy them first.
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        if torch.compiler.is_compiling():
+            from torch._higher_order_ops.while_loop import while_loop
+
+            def fresh(t):  # a new tensor with standard strides, as while_loop wants
+                return torch.clone(t, memory_format=torch.contiguous_format)
+
+            flat = [fresh(ops.stop_gradient(t)) for t in keras.tree.flatten(state)]
+            end = torch.as_tensor(upper, dtype=torch.int64)
+
+            def step(i, *carried):
+                out = body(i, keras.tree.pack_sequence_as(state, list(carried)))
+                pairs = zip(keras.tree.flatten(out), carried, strict=True)
+                return (i + 1, *[fresh(ops.cast(o, c.dtype)) for o, c in pairs])
+
+            start = torch.as_tensor(lower, dtype=torch.int64)
+            result = while_loop(lambda i, *_: i < end, step, (start, *flat))
+            return keras.tree.pack_sequence_as(state, list(result[1:]))
+    return ops.fori_loop(lower, upper, body, state)
 
 
 def sync_training_state(layer):

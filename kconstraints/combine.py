@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from keras import ops
 
+from kconstraints._backend import fori_loop
 from kconstraints._base import Constraint, register
 from kconstraints._checks import check_constraints, check_int
 from kconstraints._tensors import upcast
@@ -113,4 +114,4 @@ class Intersection(_ConstraintList):
     def project(self, w):
         x = upcast(w)
         state = (x, *[ops.zeros_like(x) for _ in self.constraints])
-        return ops.fori_loop(0, self.iterations, self._sweep, state)[0]
+        return fori_loop(0, self.iterations, self._sweep, state)[0]
