@@ -1,10 +1,29 @@
-"""Affine sets: each slice along `axis` held on a hyperplane, such as a fixed mean."""
+"""Affine sets: each slice along `axis` held on a hyperplane, in a half-space, or on `A w = b`.
+
+A slice is the entries of the weight that share their index on every axis
+not in `axis`; for a Dense kernel `(input_dim, units)`, `axis=0` makes the
+incoming weights of each unit a slice, and for a Conv2D kernel
+`(rows, cols, in_channels, filters)`, `axis=[0, 1, 2]` makes each filter
+one, and `axis=[0, 1]` each 2-D kernel of an (input, output) channel pair.
+When `axis` names several axes, a slice is read as one vector in row-major
+order of those axes, taken in increasing order (`axis=[2, 0]` is the same
+as `[0, 2]`). A `normal` (or a row of `matrix`) is given either with the
+slice's shape, e.g. `(rows, cols)` for `axis=[0, 1]` of a Conv2D kernel, or
+flat, with its entries in that order; it is checked against the slice when
+the constraint first sees the weight. Arrays are stored in the config as
+lists, so they survive `.keras` save and load.
+"""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+from keras import ops
+
 from kconstraints._base import Constraint, register
-from kconstraints._checks import check_axis, check_number, resolve_axis
-from kconstraints._tensors import mean, upcast
+from kconstraints._checks import check_array, check_axis, check_number, resolve_axis
+from kconstraints._tensors import Constant, mean, slices_as_rows, upcast
 
 
 @register
@@ -40,3 +59,251 @@ class CenterAround(Constraint):
     def project(self, w):
         x = upcast(w)
         return x - mean(x, resolve_axis(self._owner, "axis", self.axis, x.shape)) + self.ref_value
+
+
+def _check_normal(owner, normal):
+    """None, or real numbers with at least one entry and not all zero, as a float64 array."""
+    if normal is None:
+        return None
+    arr = np.asarray(check_array(owner, "normal", normal))
+    if arr.ndim == 0 or arr.size == 0 or not np.isfinite(arr).all() or not np.any(arr):
+        raise ValueError(
+            f"{owner}: `normal` must be a finite, non-zero array with at least one dimension, "
+            f"got {normal!r}."
+        )
+    return arr
+
+
+def _check_slice_shape(owner, name, given, axes, shape):
+    """`given` (an array's shape) is the slice's shape, or flat with the slice's size.
+
+    Plain tuples, no NumPy: this runs while torch.compile traces.
+    """
+    slice_shape = tuple(shape[a] for a in axes)
+    size = math.prod(slice_shape)
+    if tuple(given) not in (slice_shape, (size,)):
+        raise ValueError(
+            f"{owner}: `{name}` of shape {tuple(given)} does not fit a slice of the weight: "
+            f"the slice over axes {axes} of shape {tuple(shape)} has shape {slice_shape} "
+            f"({size} entries); give `{name}` that shape or {size} entries."
+        )
+
+
+class _SliceAffine(Constraint):
+    """Shared: each slice along `axis` as a row of a matrix, in the weight's compute dtype."""
+
+    def _rows(self, w, name, given):
+        """The slices as rows and the inverse; `given` (an array's shape, or None) checked."""
+        x = upcast(w)
+        axes = resolve_axis(self._owner, "axis", self.axis, x.shape)
+        if given is not None:
+            _check_slice_shape(self._owner, name, given, axes, tuple(x.shape))
+        return slices_as_rows(x, axes)
+
+
+class _Normal(_SliceAffine):
+    """Shared by Hyperplane and Halfspace: `a / ||a||^2`, and `<a, w_slice> - b` per slice."""
+
+    def _set_normal(self, normal, offset, axis):
+        self.normal = _check_normal(self._owner, normal)
+        self.offset = check_number(self._owner, "offset", offset)
+        self.axis = check_axis(self._owner, "axis", axis)
+        if self.normal is not None:
+            a = self.normal.reshape(-1)
+            self._a = Constant(a)
+            self._a_scaled = Constant(a / np.dot(a, a))
+
+    def _residual(self, w):
+        """The slices as rows, the inverse, `<a, row> - b` per row, and `a / ||a||^2`."""
+        if self.normal is None:  # all ones: `a / ||a||^2` is `1 / n`
+            rows, restore = self._rows(w, "normal", None)
+            residual = ops.sum(rows, axis=-1, keepdims=True) - self.offset
+            return rows, restore, residual, 1.0 / rows.shape[-1]
+        rows, restore = self._rows(w, "normal", self.normal.shape)
+        residual = ops.sum(rows * self._a.as_dtype_of(rows), axis=-1, keepdims=True) - self.offset
+        return rows, restore, residual, self._a_scaled.as_dtype_of(rows)
+
+
+@register
+class Hyperplane(_Normal):
+    """Hyperplane: the projection onto `{w : <a, w_slice> = offset}` for every slice.
+
+    `P(w) = w - (<a, w> - offset) / ||a||^2 * a` per slice: exact, closed
+    form, one dot product a slice. With `normal=None` the normal is all
+    ones and the set is `{w : sum(w_slice) = offset}` (zero-sum filters for
+    `offset=0`, like `CenterAround(offset / n)`).
+
+    Args:
+        normal: the vector `a` (not all zero): of the slice's shape, or flat
+            (see the module docstring); `None` (default) is all ones.
+        offset: the value `b` of `<a, w_slice>`.
+        axis: the axes that form a slice: `0` for the incoming weights of
+            each unit of a Dense kernel `(input_dim, units)`, `[0, 1, 2]`
+            for each filter of a Conv2D kernel `(rows, cols, in, filters)`;
+            `None` is the whole tensor.
+
+    Returns:
+        A tensor of the weight's shape and dtype.
+
+    Example:
+
+    >>> import keras, kconstraints
+    >>> w = keras.ops.convert_to_tensor([[1.0, 2.0], [3.0, 6.0]])
+    >>> c = kconstraints.Hyperplane(normal=[1.0, -1.0], offset=0.0, axis=0)
+    >>> keras.ops.convert_to_numpy(c(w)).tolist()
+    [[2.0, 4.0], [2.0, 4.0]]
+    """
+
+    def __init__(self, normal=None, offset=0.0, axis=0):
+        self._set_normal(normal, offset, axis)
+
+    def project(self, w):
+        rows, restore, residual, a_scaled = self._residual(w)
+        return restore(rows - residual * a_scaled)
+
+
+@register
+class Halfspace(_Normal):
+    """Half-space: the projection onto `{w : <a, w_slice> <= offset}` for every slice.
+
+    A slice inside is returned unchanged; outside,
+    `P(w) = w - (<a, w> - offset) / ||a||^2 * a`, the nearest point of the
+    bounding hyperplane. Exact, closed form, one dot product a slice.
+
+    Args:
+        normal: the vector `a` (not all zero): of the slice's shape, or flat
+            (see the module docstring); `None` is all ones, i.e.
+            `sum(w_slice) <= offset`.
+        offset: the bound `b`.
+        axis: the axes that form a slice: `0` for the incoming weights of
+            each unit of a Dense kernel `(input_dim, units)`, `[0, 1, 2]`
+            for each filter of a Conv2D kernel `(rows, cols, in, filters)`;
+            `None` is the whole tensor.
+
+    Returns:
+        A tensor of the weight's shape and dtype.
+
+    Example:
+
+    >>> import keras, kconstraints
+    >>> w = keras.ops.convert_to_tensor([[1.0, -2.0], [3.0, 0.0]])
+    >>> c = kconstraints.Halfspace(normal=[1.0, 1.0], offset=2.0, axis=0)
+    >>> keras.ops.convert_to_numpy(c(w)).tolist()
+    [[0.0, -2.0], [2.0, 0.0]]
+    """
+
+    def __init__(self, normal, offset=0.0, axis=0):
+        self._set_normal(normal, offset, axis)
+
+    def project(self, w):
+        rows, restore, residual, a_scaled = self._residual(w)
+        return restore(ops.where(residual > 0, rows - residual * a_scaled, rows))
+
+
+def _check_system(owner, matrix, offset):
+    """`matrix` (k rows, at least 2 dims) of full row rank and `offset` (a number or k numbers).
+
+    Returns the float64 matrix and the offset as an array of k numbers.
+    """
+    a = np.asarray(check_array(owner, "matrix", matrix))
+    if a.ndim < 2 or a.size == 0 or not np.isfinite(a).all():
+        raise ValueError(
+            f"{owner}: `matrix` must be a finite array of shape (rows, n) or (rows, *slice "
+            f"shape), got {matrix!r}."
+        )
+    b = np.asarray(check_array(owner, "offset", offset))
+    if not np.isfinite(b).all() or b.shape not in ((), (a.shape[0],)):
+        raise ValueError(
+            f"{owner}: `offset` must be a finite number or {a.shape[0]} numbers (one per row "
+            f"of `matrix`), got {offset!r}."
+        )
+    return a, np.broadcast_to(b, (a.shape[0],))
+
+
+# Up to this many basis vectors, one product and sum each; more, two matmuls.
+_LOOPED = 16
+
+
+@register
+class AffineSet(_SliceAffine):
+    """Affine set: the projection onto `{w : A w_slice = b}` for every slice.
+
+    `P(w) = w - A^T (A A^T)^{-1} (A w - b)` per slice, exact and closed
+    form. `A` is factored once, in float64, when the constraint is made: its
+    SVD gives an orthonormal basis `Q` of its row space (or `N` of its null
+    space, whichever is smaller) and the least-norm solution `x0 = A^+ b`,
+    so `P(w) = w - (w - x0) Q Q^T = x0 + (w - x0) N N^T`: one dot product
+    per basis vector and slice (two matmuls past 16 of them). A square
+    full-rank `A` makes the set the single point `x0`. A rank-deficient `A` is an error that names its rank, and says
+    whether `A w = b` has a solution at all (the residual of `x0`).
+
+    Args:
+        matrix: `A`, of shape `(rows, n)` (each row flat, see the module
+            docstring) or `(rows, *slice shape)`, of full row rank.
+        offset: `b`: a number for every row, or one number per row.
+        axis: the axes that form a slice: `0` for the incoming weights of
+            each unit of a Dense kernel `(input_dim, units)`, `[0, 1]` for
+            each 2-D kernel of a Conv2D kernel `(rows, cols, in, filters)`.
+
+    Returns:
+        A tensor of the weight's shape and dtype.
+
+    Example:
+
+    >>> import keras, kconstraints
+    >>> # the first entry 1, the other two summing to 0
+    >>> c = kconstraints.AffineSet([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], offset=[1.0, 0.0])
+    >>> w = keras.ops.convert_to_tensor([[3.0], [2.0], [4.0]])
+    >>> keras.ops.convert_to_numpy(c(w)).round(3).tolist()
+    [[1.0], [-1.0], [1.0]]
+    """
+
+    def __init__(self, matrix, offset=0.0, axis=0):
+        a, b = _check_system(self._owner, matrix, offset)
+        self.matrix = a
+        self.offset = np.asarray(check_array(self._owner, "offset", offset))
+        self.offset = self.offset if self.offset.ndim else float(self.offset)
+        self.axis = check_axis(self._owner, "axis", axis)
+        flat = a.reshape(a.shape[0], -1)
+        k, n = flat.shape
+        u, s, vt = np.linalg.svd(flat, full_matrices=True)
+        rank = int(np.sum(s > s[0] * max(k, n) * np.finfo("float64").eps))
+        x0 = vt[:rank].T @ ((u[:, :rank].T @ b) / s[:rank])
+        if rank < k:
+            residual = float(np.linalg.norm(flat @ x0 - b))
+            if residual <= 1e-9 * max(1.0, np.abs(b).max()):
+                verdict = "has a solution: drop the dependent rows"
+            else:
+                verdict = "has no solution: no weight satisfies these equations"
+            raise ValueError(
+                f"{self._owner}: `matrix` must have full row rank, got rank {rank} for {k} "
+                f"rows of {n} entries; `A w = offset` {verdict} (least-squares residual "
+                f"{residual:.3g})."
+            )
+        self._x0 = Constant(x0)
+        # The smaller basis: the row space (k columns) or the null space (n - k columns).
+        self._remove = k <= n - k
+        basis = vt[:k] if self._remove else vt[k:]
+        self._basis = [Constant(row) for row in basis] if len(basis) <= _LOOPED else []
+        self._basis_matrix = Constant(np.ascontiguousarray(basis.T)) if len(basis) else None
+        self._basis_matrix_t = Constant(basis) if len(basis) else None
+
+    def project(self, w):
+        rows, restore = self._rows(w, "matrix", self.matrix.shape[1:])
+        x0 = self._x0.as_dtype_of(rows)
+        if self._basis_matrix is None:  # a single point
+            return restore(ops.zeros_like(rows) + x0)
+        centred = rows - x0
+        if self._basis:
+            # A product and a sum per basis vector rather than a matmul: on
+            # GPUs XLA may run float32 matmuls in TF32 (10-bit mantissa), which
+            # would leave `A w = b` off by ~1e-3 (not verified on a GPU here).
+            part = ops.zeros_like(rows)
+            for q in self._basis:
+                q = q.as_dtype_of(rows)
+                part = part + ops.sum(centred * q, axis=-1, keepdims=True) * q
+        else:
+            part = (centred @ self._basis_matrix.as_dtype_of(rows)) @ (
+                self._basis_matrix_t.as_dtype_of(rows)
+            )
+        return restore(rows - part if self._remove else x0 + part)

@@ -1,0 +1,188 @@
+"""Sparsity: at most k nonzeros per slice (magnitude pruning), and the N:M pattern.
+
+Both sets are unions of subspaces, not convex: their projection keeps the
+entries of largest magnitude and zeroes the rest. When several entries tie
+at the last magnitude kept, the one with the lower index in the slice (or
+group) wins, on every backend: the result never depends on how a backend's
+sort orders equal keys. For the axes, see `norm.py`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from keras import ops
+
+from kconstraints._base import Constraint, register
+from kconstraints._checks import (
+    check_axis,
+    check_int,
+    check_number,
+    check_one_axis,
+    resolve_axis,
+)
+from kconstraints._tensors import slices_as_rows, upcast
+
+
+def keep_largest(magnitude, k):
+    """A boolean mask of the `k` largest entries of each row of `magnitude`, lower index first on ties.
+
+    `t`, the k-th largest value of a row, comes from a `top_k` of the
+    smaller side (the k largest, or the n - k + 1 smallest). Every entry
+    above `t` is kept, and of the entries equal to `t` the first ones, as
+    many as there is room for: a running count of the ties picks them.
+    Fixed shapes throughout; `0 < k < n` (the caller handles the ends).
+    """
+    n = magnitude.shape[-1]
+    if k <= n - k + 1:
+        t = ops.top_k(magnitude, k)[0][..., k - 1 :]
+    else:  # the k-th largest is the (n - k + 1)-th smallest
+        t = -ops.top_k(-magnitude, n - k + 1)[0][..., n - k :]
+    above = magnitude > t
+    tied = magnitude == t
+    room = k - ops.sum(ops.cast(above, "int32"), axis=-1, keepdims=True)
+    tie_rank = ops.cumsum(ops.cast(tied, "int32"), axis=-1)
+    return ops.logical_or(above, ops.logical_and(tied, tie_rank <= room))
+
+
+def _keep_in_rows(rows, k):
+    """`rows` with all but the `k` largest magnitudes of each row set to 0."""
+    n = rows.shape[-1]
+    if k >= n:
+        return rows
+    if k == 0:
+        return ops.zeros_like(rows)
+    keep = keep_largest(ops.abs(rows), k)
+    return ops.where(keep, rows, ops.zeros_like(rows))
+
+
+def _check_k_or_density(owner, k, density):
+    """Exactly one of `k` (an int >= 0) and `density` (in (0, 1]); returns both, normalized."""
+    if (k is None) == (density is None):
+        raise ValueError(
+            f"{owner}: pass exactly one of `k` and `density`, got k={k!r}, density={density!r}."
+        )
+    if k is not None:
+        return check_int(owner, "k", k, low=0), None
+    return None, check_number(owner, "density", density, low=0, high=1, low_open=True)
+
+
+def count_for_density(density, n):
+    """The number of entries kept of `n` for a `density`: the nearest integer, halves up, at least 1."""
+    # The small slack absorbs the rounding of `density * n` (0.3 * 10 = 3.0000000000000004).
+    return max(1, min(n, math.floor(density * n + 0.5 + 1e-9)))
+
+
+@register
+class TopK(Constraint):
+    """Top-k: the projection onto `{w : w_slice has at most k nonzero entries}`.
+
+    `P(w)` keeps the `k` entries of largest magnitude of each slice and sets
+    the others to 0: magnitude pruning, the nearest point of the set in the
+    Euclidean norm. Ties at the k-th magnitude keep the entries of lower
+    index in the slice (C order), on every backend. The set is not convex.
+
+    Args:
+        k: the number of entries kept per slice (an int >= 0; `0` zeroes the
+            weight). It may not exceed the length of a slice: that is an
+            error naming both numbers when the weight is first projected.
+        density: instead of `k`, the fraction kept, in (0, 1]: `k` is
+            `density * n` for slices of `n` entries, rounded to the nearest
+            integer (halves up), and at least 1. Pass exactly one of the two.
+        axis: the axes that form a slice: `None` (the default) prunes the
+            whole tensor at once; for a Dense kernel `(input_dim, units)`,
+            `axis=0` keeps `k` incoming weights per unit; for a Conv2D kernel
+            `(rows, cols, in_channels, filters)`, `axis=[0, 1, 2]` keeps `k`
+            per filter.
+
+    Returns:
+        A tensor of the weight's shape and dtype.
+
+    Example:
+
+    >>> import keras, kconstraints
+    >>> w = keras.ops.convert_to_tensor([[0.5, -2.0], [1.0, 0.5], [-1.0, 0.1]])
+    >>> keras.ops.convert_to_numpy(kconstraints.TopK(k=1, axis=0)(w)).tolist()
+    [[0.0, -2.0], [1.0, 0.0], [0.0, 0.0]]
+
+    `callbacks.SparsitySchedule` raises the sparsity of `TopK` weights over
+    training. Costs: [docs/benchmarks.md](../benchmarks.md).
+    """
+
+    def __init__(self, k=None, density=None, axis=None):
+        self.k, self.density = _check_k_or_density(self._owner, k, density)
+        self.axis = check_axis(self._owner, "axis", axis)
+
+    def count(self, shape):
+        """The number of entries kept per slice for a weight of `shape`."""
+        axes = resolve_axis(self._owner, "axis", self.axis, shape)
+        n = math.prod([shape[a] for a in axes])
+        if self.k is None:
+            return count_for_density(self.density, n)
+        if self.k > n:
+            raise ValueError(
+                f"{self._owner}: `k`={self.k} is larger than a slice, which has {n} entries "
+                f"(axis={self.axis!r}, weight of shape {tuple(shape)})."
+            )
+        return self.k
+
+    def project(self, w):
+        x = upcast(w)
+        k = self.count(x.shape)
+        rows, restore = slices_as_rows(x, resolve_axis(self._owner, "axis", self.axis, x.shape))
+        return restore(_keep_in_rows(rows, k))
+
+
+@register
+class NM(Constraint):
+    """N:M sparsity: at most `n` nonzeros in every group of `m` consecutive entries along `axis`.
+
+    The weight's length along `axis` is cut into groups of `m` consecutive
+    entries; `P(w)` keeps the `n` entries of largest magnitude of each group
+    and sets the others to 0 (ties: the lower index wins). `NM(2, 4)` on a
+    Dense kernel `(input_dim, units)` is the 2:4 pattern that the sparse
+    tensor cores of NVIDIA GPUs (Ampere and later) accelerate: groups of 4
+    along the input dimension (Mishra et al. 2021, "Accelerating Sparse Deep
+    Neural Networks"; Zhou et al. 2021, "Learning N:M Fine-grained
+    Structured Sparse Neural Networks From Scratch"). The set is not convex.
+
+    Args:
+        n: the entries kept per group (1 <= n <= m).
+        m: the size of a group. The weight's length along `axis` must be a
+            multiple of `m`: otherwise an error names both when the weight
+            is first projected.
+        axis: the one axis the groups run along: `0`, the input dimension of
+            a Dense kernel; for a Conv2D kernel `(rows, cols, in_channels,
+            filters)`, `axis=2` (the input channels) is the layout of
+            the sparse tensor cores.
+
+    Returns:
+        A tensor of the weight's shape and dtype.
+
+    Example:
+
+    >>> import keras, kconstraints
+    >>> w = keras.ops.convert_to_tensor([[0.1], [-3.0], [2.0], [0.5], [1.0], [1.0], [1.0], [-4.0]])
+    >>> keras.ops.convert_to_numpy(kconstraints.NM(2, 4)(w)).ravel().tolist()
+    [0.0, -3.0, 2.0, 0.0, 1.0, 0.0, 0.0, -4.0]
+    """
+
+    def __init__(self, n=2, m=4, axis=0):
+        self.n = check_int(self._owner, "n", n, low=1)
+        self.m = check_int(self._owner, "m", m, low=1)
+        if self.n > self.m:
+            raise ValueError(f"{self._owner}: `n` must be <= `m`, got n={n!r}, m={m!r}.")
+        self.axis = check_one_axis(self._owner, "axis", axis)
+
+    def project(self, w):
+        x = upcast(w)
+        (axis,) = resolve_axis(self._owner, "axis", self.axis, x.shape)
+        length = x.shape[axis]
+        if length % self.m:
+            raise ValueError(
+                f"{self._owner}: the weight's length along `axis`={self.axis} is {length}, "
+                f"not a multiple of `m`={self.m} (weight of shape {tuple(x.shape)})."
+            )
+        rows, restore = slices_as_rows(x, (axis,))
+        groups = ops.reshape(rows, (-1, self.m))
+        return restore(ops.reshape(_keep_in_rows(groups, self.n), rows.shape))
