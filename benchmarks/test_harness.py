@@ -201,3 +201,25 @@ def test_command_line_quick_run_merges_into_its_folder(tmp_path):
 def test_oversubscribed_discounts_the_benchmarks_own_threads(before, after, busy):
     device = {"cpu_count": 2, "load_average": [before], "load_average_end": [after]}
     assert report.oversubscribed({"device": device}) is busy
+
+
+def test_every_focused_comparison_builds_and_times_at_a_tiny_size():
+    """`python -m benchmarks.focus`: each contender compiles and runs; ratios are to the baseline."""
+    from benchmarks import focus
+
+    names = [c.name for c in focus.COMPARISONS]
+    config = Config.quick_preset(repeats=1, warmup=1)
+    result = focus.run_backend(names, config, quick=True)
+    for comparison in focus.COMPARISONS:
+        found = result["comparisons"][comparison.name]
+        assert "error" not in found, (comparison.name, found)
+        timed = found["results"]
+        failed = {label: r["error"] for label, r in timed.items() if "time_s" not in r}
+        assert not failed, (comparison.name, failed)
+        base = timed[comparison.baseline]["time_s"]
+        for label, r in timed.items():
+            assert r["ratio"] == pytest.approx(r["time_s"] / base), (comparison.name, label)
+    data = {"created": "now", "command": ["focus"], "backends": {BACKEND: result}}
+    text = focus.markdown(data)
+    for comparison in focus.COMPARISONS:
+        assert f"### {comparison.name}" in text

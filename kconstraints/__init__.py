@@ -2,16 +2,29 @@
 
 from kconstraints import callbacks
 from kconstraints._base import Constraint
-from kconstraints.affine import CenterAround
+from kconstraints.affine import AffineSet, CenterAround, Halfspace, Hyperplane
 from kconstraints.bounds import Clip, NonNeg
+from kconstraints.certify import layer_lipschitz_bounds, lipschitz_bound
 from kconstraints.combine import Compose, Intersection
+from kconstraints.lipschitz import AOL, ConvSpectralNorm, conv_norm_bound, dense_norm_bound
 from kconstraints.masked import Fixed, Mask, Partial
-from kconstraints.matrix import PSD, LowRank, Orthogonal, SpectralNorm, Symmetric
+from kconstraints.matrix import (
+    PSD,
+    EigenBand,
+    LowRank,
+    Orthogonal,
+    SingularValueBand,
+    Skew,
+    SpectralNorm,
+    Symmetric,
+)
 from kconstraints.norm import MaxNorm, MinMaxNorm, UnitNorm
 from kconstraints.order import Monotonic
 from kconstraints.penalty import Penalty
 from kconstraints.serialization import deserialize, get, serialize
 from kconstraints.simplex import L1Ball, Simplex
+from kconstraints.sparse import NM, TopK
+from kconstraints.stochastic import DoublyStochastic
 from kconstraints.variables import (
     Variable,
     constrain,
@@ -24,12 +37,20 @@ from kconstraints.variables import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AOL",
+    "NM",
     "PSD",
+    "AffineSet",
     "CenterAround",
     "Clip",
     "Compose",
     "Constraint",
+    "ConvSpectralNorm",
+    "DoublyStochastic",
+    "EigenBand",
     "Fixed",
+    "Halfspace",
+    "Hyperplane",
     "Intersection",
     "L1Ball",
     "LowRank",
@@ -42,15 +63,22 @@ __all__ = [
     "Partial",
     "Penalty",
     "Simplex",
+    "SingularValueBand",
+    "Skew",
     "SpectralNorm",
     "Symmetric",
+    "TopK",
     "UnitNorm",
     "Variable",
     "callbacks",
     "constrain",
     "constrained_variables",
+    "conv_norm_bound",
+    "dense_norm_bound",
     "deserialize",
     "get",
+    "layer_lipschitz_bounds",
+    "lipschitz_bound",
     "project",
     "project_after_step",
     "serialize",

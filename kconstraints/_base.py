@@ -129,3 +129,36 @@ class Constraint(Configurable, keras.constraints.Constraint):
     def project(self, w):
         """P(w), in any float dtype; subclasses override it (the base is the identity)."""
         return w
+
+    @property
+    def exact(self):
+        """This constraint with every per-step estimate replaced by the exact method.
+
+        A constraint whose cheap per-step method only estimates (such as
+        `SpectralNorm(method="power")`) returns its exact twin, which
+        `kconstraints.project`, `violations` and `EnforceConstraints` use. The
+        default is the constraint itself, or, when one of its arguments holds
+        constraints (`Compose`, `Intersection`, `Partial`), a copy holding
+        their exact twins.
+        """
+        config = {name: getattr(self, name) for name in self._arguments()}
+        exact = {name: exact_of(value) for name, value in config.items()}
+        if all(exact[name] is config[name] for name in config):
+            return self
+        return type(self)(**exact)
+
+
+def exact_of(value):
+    """`value.exact` for a constraint, each item's for a list or tuple; anything else as it is.
+
+    A callable that is not a kconstraints constraint (a `keras.constraints`
+    one, a function) has no estimate to replace.
+    """
+    if isinstance(value, Constraint):
+        return value.exact
+    if isinstance(value, (list, tuple)):
+        exact = [exact_of(v) for v in value]
+        if all(a is b for a, b in zip(exact, value, strict=True)):
+            return value
+        return type(value)(exact)
+    return value

@@ -133,6 +133,30 @@ def lower_estimate(x, g):
     return frobenius(side @ v) / safe_divisor(frobenius(v))
 
 
+def power_estimate(x, iterations):
+    """An estimate of sigma_1 of each matrix from below, by power iteration; shaped `batch + (1, 1)`.
+
+    Power iteration on W^T W (Golub & Van Loan 2013, "Matrix Computations",
+    section 8.2.1; the step of Miyato et al. 2018, "Spectral Normalization
+    for Generative Adversarial Networks", ICLR, made stateless). The start is
+    the row of W of largest norm, `v = W^T e_i`: zero only for W = 0, and its
+    component along the top right singular vector, `sigma_1 u_1[i]`, is zero
+    only where `u_1` vanishes at the largest row. Each of `iterations` steps
+    is `u = W v`, `v <- W^T u` (two matvecs, v of unit norm) and gives the
+    estimate `||W^T u|| / ||u|| <= sigma_1`, exact for a rank-one W after one
+    step; with no step, the estimate is the largest row norm.
+    """
+    rows = ops.sum(ops.square(x), axis=-1)
+    pick = ops.one_hot(ops.argmax(rows, axis=-1), x.shape[-2], dtype=x.dtype)
+    v = transpose(x) @ pick[..., :, None]
+    estimate = frobenius(v)
+    for _ in range(iterations):
+        u = x @ (v / safe_divisor(frobenius(v)))
+        v = transpose(x) @ u
+        estimate = frobenius(v) / safe_divisor(frobenius(u))
+    return estimate
+
+
 def newton_schulz_polar(x, iterations):
     """The orthogonal polar factor U V^T by the Newton-Schulz / Bjorck iteration.
 
@@ -153,3 +177,12 @@ def newton_schulz_polar(x, iterations):
     for _ in range(iterations):
         y = 1.5 * y - 0.5 * (y @ (transpose(y) @ y))
     return transpose(y) if wide else y
+
+
+def skew_part(owner, w):
+    """`(W - W^T) / 2` of square matrices in the last two axes, in the compute dtype."""
+    shape = tuple(w.shape)
+    check_square(owner, shape)
+    x = ops.reshape(upcast(w), shape)  # a tensor, never a tf.Variable: see as_matrices
+    # fl(a - b) = -fl(b - a): the result is exactly skew, with an exactly zero diagonal.
+    return 0.5 * x - 0.5 * transpose(x)

@@ -16,8 +16,8 @@ for larger strides). With `batched=True` the last two axes are the matrix and
 the leading axes index a stack of independent matrices (one per spatial tap
 of a convolution, or a stack of recurrent kernels).
 
-`Symmetric` and `PSD` act on square matrices in the last two axes, batched
-over any leading axes.
+`Symmetric`, `Skew`, `EigenBand` and `PSD` act on square matrices in the
+last two axes, batched over any leading axes.
 
 Decompositions run in float32 for float16/bfloat16 weights and in the
 weight's own dtype otherwise; the result has the weight's dtype and shape.
@@ -35,7 +35,13 @@ from keras import ops
 
 from kconstraints._backend import cond
 from kconstraints._base import Constraint, register
-from kconstraints._checks import check_bool, check_choice, check_int, check_number
+from kconstraints._checks import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_ordered,
+)
 from kconstraints._linalg import (
     as_matrices,
     compose_svd,
@@ -45,11 +51,13 @@ from kconstraints._linalg import (
     lower_estimate,
     machine_epsilon,
     newton_schulz_polar,
+    power_estimate,
     shrink_factor,
+    skew_part,
     symmetric_part,
     transpose,
 )
-from kconstraints._tensors import scalar
+from kconstraints._tensors import clamp, scalar
 
 
 @register
@@ -113,27 +121,30 @@ class SpectralNorm(Constraint):
     """Bounded spectral norm: the largest singular value of the matrix is at most `max_value`.
 
     The set is `{W : sigma_1(W) <= max_value}`, so a Dense layer with such a
-    kernel is `max_value`-Lipschitz in the Euclidean norm. Unlike
-    `keras.layers.SpectralNormalization` (a power-iteration estimate, which
-    may be below the true norm), every method guarantees the bound up to
-    rounding, and returns a weight already inside the ball bit for bit.
+    kernel is `max_value`-Lipschitz in the Euclidean norm. `"svd"`, `"scale"`
+    and `"gram"` guarantee the bound up to rounding, and return a weight
+    already inside the ball bit for bit; `"power"` estimates.
 
     - `"svd"` (default): the projection, `P(W) = U min(S, max_value) V^T`.
     - `"scale"`: `W * min(1, max_value / sigma_1)`, sigma_1 from the singular
       values alone. Not the nearest point: it shrinks every singular value.
-    - `"gram"`: matmuls only. A certified upper bound `b >= sigma_1` from
-      `iterations` steps of Gram iteration (Delattre, Barthelemy, Araujo &
-      Allauzen 2023, ICML) and a lower estimate `l <= sigma_1` from the same
-      iterates. `b <= max_value`: returned as it is; `l > max_value`:
-      rescaled by `max_value / b`; in between, the exact sigma_1 decides, as
-      in `"scale"`, under a `cond` that stays inside the compiled graph.
-      Measured tightness and cost: docs/benchmarks.md, "Accuracy and cost
-      of the matrix methods".
+    - `"gram"`: matmuls only. A certified bound `b >= sigma_1` from
+      `iterations` steps of Gram iteration (Delattre et al. 2023, ICML) and
+      a lower estimate `l`: `b <= max_value`: unchanged; `l > max_value`:
+      scaled by `max_value / b`; in between the exact sigma_1 decides.
+    - `"power"`: matvecs only, the cost of Keras's `SpectralNormalization`.
+      `iterations` power steps from the weight's largest row give an
+      estimate `e <= sigma_1` (Miyato et al. 2018, ICLR, without the stored
+      vector); `W * min(1, max_value / e)`. The norm may end slightly above
+      `max_value`: `exact` is the `"svd"` twin, which `kconstraints.project`,
+      `violations` and `callbacks.EnforceConstraints` (each epoch's end)
+      apply. Measured drift, tightness and cost: docs/benchmarks.md,
+      "Accuracy and cost of the matrix methods".
 
     Args:
         max_value: the largest allowed singular value (>= 0).
-        method: `"svd"`, `"scale"` or `"gram"`.
-        iterations: Gram iteration steps (`"gram"` only, >= 0).
+        method: `"svd"`, `"scale"`, `"gram"` or `"power"`.
+        iterations: Gram or power steps (`"gram"`, `"power"` only, >= 0).
         batched: `False` reads a kernel of rank > 2 as one matrix, `True` as
             a stack of matrices each bounded on its own (module docstring).
 
@@ -144,24 +155,36 @@ class SpectralNorm(Constraint):
 
     >>> import keras, kconstraints
     >>> w = keras.ops.convert_to_tensor([[3.0, 0.0], [0.0, 0.5]])
-    >>> for method in ["svd", "scale", "gram"]:
+    >>> for method in ["svd", "scale", "gram", "power"]:
     ...     out = kconstraints.SpectralNorm(1.0, method=method)(w)
     ...     print(method, keras.ops.convert_to_numpy(out).astype(float).round(3).tolist())
     svd [[1.0, 0.0], [0.0, 0.5]]
     scale [[1.0, 0.0], [0.0, 0.167]]
     gram [[1.0, 0.0], [0.0, 0.167]]
+    power [[1.0, 0.0], [0.0, 0.167]]
     """
 
     def __init__(self, max_value=1.0, method="svd", iterations=8, batched=False):
         owner = self._owner
         self.max_value = check_number(owner, "max_value", max_value, low=0)
-        self.method = check_choice(owner, "method", method, ("svd", "scale", "gram"))
+        self.method = check_choice(owner, "method", method, ("svd", "scale", "gram", "power"))
         self.iterations = check_int(owner, "iterations", iterations, low=0)
         self.batched = check_bool(owner, "batched", batched)
 
+    @property
+    def exact(self):
+        if self.method != "power":
+            return self
+        return SpectralNorm(self.max_value, "svd", self.iterations, self.batched)
+
     def project(self, w):
         x = as_matrices(self._owner, w, self.batched)
-        method = {"svd": self._clip, "scale": self._rescale, "gram": self._gram}[self.method]
+        method = {
+            "svd": self._clip,
+            "scale": self._rescale,
+            "gram": self._gram,
+            "power": self._power,
+        }[self.method]
         return ops.reshape(finite_only(method, x), w.shape)
 
     def _clip(self, x):
@@ -175,6 +198,10 @@ class SpectralNorm(Constraint):
 
     def _gram(self, x):
         return x * self._gram_factor(x)
+
+    def _power(self, x):
+        estimate = power_estimate(x, self.iterations)
+        return x * shrink_factor(estimate, scalar(self.max_value, x))
 
     def _gram_factor(self, x):
         bound = scalar(self.max_value, x)
@@ -217,11 +244,61 @@ class Symmetric(Constraint):
 
 
 @register
-class PSD(Constraint):
+class EigenBand(Constraint):
+    """Symmetric matrices with every eigenvalue in `[min_value, max_value]`.
+
+    The set `{W : W = W^T, min_value <= lam_i(W) <= max_value}` is convex.
+    Its projection takes the symmetric part `S = (W + W^T) / 2 =
+    V diag(lam) V^T` and clips the eigenvalues:
+    `P(W) = V diag(clip(lam, min_value, max_value)) V^T` (the Frobenius
+    nearest point: Higham 1988, "Computing a nearest symmetric positive
+    semidefinite matrix", for the one-sided case; the band follows the same
+    way, as the Frobenius norm is unitarily invariant). `PSD()` is
+    `EigenBand(min_value=0.0)`; `EigenBand(min_value=eps)` keeps a matrix
+    positive definite with its smallest eigenvalue at least `eps`. It acts
+    on the last two axes, which must be equal, batched over any leading
+    axes. A symmetric weight already in the band is returned unchanged.
+
+    Args:
+        min_value: the smallest allowed eigenvalue; `None` for no floor.
+        max_value: the largest allowed eigenvalue; `None` for no cap.
+            At least one must be given, and `min_value <= max_value`.
+
+    Returns:
+        A tensor of the weight's shape and dtype, exactly symmetric.
+
+    Example:
+
+    >>> import keras, kconstraints
+    >>> w = keras.ops.convert_to_tensor([[1.0, 2.0], [2.0, 1.0]])  # eigenvalues -1 and 3
+    >>> out = kconstraints.EigenBand(0.5, 2.0)(w)
+    >>> keras.ops.convert_to_numpy(out).astype(float).round(3).tolist()
+    [[1.25, 0.75], [0.75, 1.25]]
+    """
+
+    def __init__(self, min_value=None, max_value=None):
+        owner = self._owner
+        if min_value is None and max_value is None:
+            raise ValueError(f"{owner}: give at least one of `min_value` and `max_value`.")
+        self.min_value = None if min_value is None else check_number(owner, "min_value", min_value)
+        self.max_value = None if max_value is None else check_number(owner, "max_value", max_value)
+        if min_value is not None and max_value is not None:
+            check_ordered(owner, "min_value", self.min_value, "max_value", self.max_value)
+
+    def project(self, w):
+        return finite_only(self._clip, symmetric_part(self._owner, w))
+
+    def _clip(self, s):
+        return _clip_eigenvalues(s, self.min_value, self.max_value)
+
+
+@register
+class PSD(EigenBand):
     """Positive semidefinite matrices: the symmetric part, negative eigenvalues clipped to 0.
 
     The set is the cone `{W : W = W^T, W >= 0}` (all eigenvalues >= 0), for
-    example a covariance or a metric learned with `add_weight`. The
+    example a covariance or a metric learned with `add_weight`: the band
+    `[0, inf)` of `EigenBand`, under its own name and with no arguments. The
     projection (Higham 1988, "Computing a nearest symmetric positive
     semidefinite matrix") takes the symmetric part `S = (W + W^T) / 2 =
     V diag(lam) V^T` and returns `V diag(max(lam, 0)) V^T`. It acts on the
@@ -239,8 +316,8 @@ class PSD(Constraint):
     [[1.5, 1.5], [1.5, 1.5]]
     """
 
-    def project(self, w):
-        return finite_only(_clip_eigenvalues, symmetric_part(self._owner, w))
+    def __init__(self):
+        super().__init__(min_value=0.0)
 
 
 @register
@@ -293,9 +370,101 @@ def _polar_factor(x):
     return u @ vt
 
 
-def _clip_eigenvalues(s):
-    """Symmetric `s` with its negative eigenvalues set to 0 (unchanged if none is negative)."""
+def _clip_eigenvalues(s, low, high):
+    """Symmetric `s` with its eigenvalues clipped into [low, high] (None: no bound).
+
+    A matrix whose eigenvalues are all inside comes back as it is, bit for bit.
+    """
     lam, v = ops.eigh(s)
-    clipped = compose_svd(v, ops.where(lam < 0, ops.zeros_like(lam), lam), transpose(v))
+    band = clamp(lam, low, high)
+    clipped = compose_svd(v, band, transpose(v))
     clipped = 0.5 * clipped + 0.5 * transpose(clipped)
-    return ops.where(ops.any(lam < 0, axis=-1)[..., None, None], clipped, s)
+    return ops.where(ops.any(band != lam, axis=-1)[..., None, None], clipped, s)
+
+
+@register
+class SingularValueBand(Constraint):
+    """Singular values in a band: each clipped into `[min_value, max_value]`.
+
+    The set is `{W : min_value <= s_i(W) <= max_value for all i}`, the
+    `min(m, n)` singular values of the `(m, n)` matrix, and
+    `P(W) = U clip(S, min_value, max_value) V^T` from the thin SVD
+    `W = U S V^T`, the Frobenius nearest point (von Neumann's trace
+    inequality; Higham 2008, "Functions of Matrices", ch. 8). With
+    `min_value = 0` it is `SpectralNorm(max_value)`, a convex set; with
+    `min_value > 0` the set is not convex (it is an "almost orthogonal" band
+    around the scaled Stiefel matrices, geotorch's `almost_orthogonal`), and
+    a rank-deficient `W` has no unique nearest point: its zero singular
+    values rise to `min_value` along the null vectors the SVD picks. A
+    weight already in the band is returned unchanged, bit for bit. The
+    matrix of a kernel of rank > 2 is read as in `SpectralNorm`.
+
+    Args:
+        min_value: the smallest allowed singular value (>= 0).
+        max_value: the largest allowed singular value (>= `min_value`);
+            `None` for no cap (then `min_value` must be > 0).
+        batched: `False` reads a kernel of rank > 2 as one matrix, `True` as
+            a stack of matrices each constrained on its own (module docstring).
+
+    Returns:
+        A tensor of the weight's shape and dtype.
+
+    Example:
+
+    >>> import keras, kconstraints
+    >>> w = keras.ops.convert_to_tensor([[3.0, 0.0], [0.0, 0.1], [0.0, 0.0]])
+    >>> out = kconstraints.SingularValueBand(0.5, 2.0)(w)
+    >>> keras.ops.convert_to_numpy(out).astype(float).round(3).tolist()
+    [[2.0, 0.0], [0.0, 0.5], [0.0, 0.0]]
+    """
+
+    def __init__(self, min_value=0.0, max_value=1.0, batched=False):
+        owner = self._owner
+        self.min_value = check_number(owner, "min_value", min_value, low=0)
+        if max_value is None:
+            if self.min_value == 0:
+                raise ValueError(
+                    f"{owner}: with `max_value`=None, `min_value` must be > 0 (the band "
+                    f"[0, inf) holds every matrix), got min_value={min_value!r}."
+                )
+            self.max_value = None
+        else:
+            self.max_value = check_number(owner, "max_value", max_value, low=0)
+            check_ordered(owner, "min_value", self.min_value, "max_value", self.max_value)
+        self.batched = check_bool(owner, "batched", batched)
+
+    def project(self, w):
+        x = as_matrices(self._owner, w, self.batched)
+        return ops.reshape(finite_only(self._clip, x), w.shape)
+
+    def _clip(self, x):
+        u, s, vt = ops.svd(x, full_matrices=False)
+        band = clamp(s, self.min_value or None, self.max_value)
+        clipped = compose_svd(u, band, vt)
+        return ops.where(ops.any(band != s, axis=-1)[..., None, None], clipped, x)
+
+
+@register
+class Skew(Constraint):
+    """Skew-symmetric matrices: the projection `P(W) = (W - W^T) / 2`.
+
+    The set `{W : W^T = -W}` is a linear subspace (the Lie algebra of the
+    rotations: `expm(W)` of a skew `W` is orthogonal, as in antisymmetric
+    recurrent networks and geotorch's `skew`), and the skew part is its
+    nearest point. It acts on the last two axes, which must be equal,
+    batched over any leading axes.
+
+    Returns:
+        A tensor of the weight's shape and dtype, exactly skew-symmetric
+        (its diagonal exactly 0).
+
+    Example:
+
+    >>> import keras, kconstraints
+    >>> w = keras.ops.convert_to_tensor([[1.0, 2.0], [0.0, 3.0]])
+    >>> keras.ops.convert_to_numpy(kconstraints.Skew()(w)).astype(float).tolist()
+    [[0.0, 1.0], [-1.0, 0.0]]
+    """
+
+    def project(self, w):
+        return skew_part(self._owner, w)

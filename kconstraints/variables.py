@@ -20,6 +20,7 @@ import keras
 from keras import ops
 
 from kconstraints._backend import after_each_step, sync_training_state
+from kconstraints._base import exact_of
 from kconstraints._tensors import upcast
 from kconstraints.serialization import get
 
@@ -84,7 +85,7 @@ def _value(variable):
     return ops.stop_gradient(ops.convert_to_tensor(variable.value))
 
 
-def project(obj):
+def project(obj, *, exact=True):
     """Apply every variable's constraint now: `w <- P(w)` for each constrained variable.
 
     The optimizer projects a trainable variable only after updating it. Call
@@ -92,6 +93,9 @@ def project(obj):
     and after anything else that writes weights, so that the model starts,
     and runs inference, inside its constraint set. Non-trainable variables
     with a constraint, which the optimizer never touches, are projected too.
+    Each constraint is applied by its exact method (`Constraint.exact`): a
+    weight that `SpectralNorm(method="power")` kept near its ball by an
+    estimate ends inside it.
 
     During `fit()` on JAX, pass the model (not one of its layers or
     variables): the model's training state is synced first, so the
@@ -101,6 +105,8 @@ def project(obj):
         obj: a `keras.Variable`, a layer or model (or a wrapper holding one
             as `.module`, such as torch's `DistributedDataParallel`), or a
             (nested) list of these.
+        exact: `True` (default) applies each constraint's `exact` twin;
+            `False` the constraint itself, as the optimizer does.
 
     Returns:
         The number of variables projected.
@@ -118,7 +124,8 @@ def project(obj):
     """
     variables = constrained_variables(obj)
     for v in variables:
-        v.assign(v.constraint(_value(v)))
+        constraint = exact_of(v.constraint) if exact else v.constraint
+        v.assign(constraint(_value(v)))
     return len(variables)
 
 
@@ -133,7 +140,10 @@ def project_after_step(optimizer, obj, *, project=True):
     Keras's guide to multi-GPU training with PyTorch) never runs Keras's
     optimizer, the only place Keras applies `variable.constraint`. This
     registers a hook on the torch optimizer that calls
-    `kconstraints.project(obj)` after each `step()`, on every rank: DDP
+    `kconstraints.project(obj, exact=False)` after each `step()` (each
+    constraint as the Keras optimizer applies it: an estimate where it has
+    one; call `kconstraints.project(obj)` at the end of an epoch to make
+    those exact), on every rank: DDP
     leaves the same weights on every rank after a step, so every rank makes
     the same projection, with no communication.
 
@@ -160,7 +170,7 @@ def project_after_step(optimizer, obj, *, project=True):
     TypeError: project_after_step: `optimizer` must be a torch optimizer ...
     """
     constrained_variables(obj)  # a wrong `obj` fails here, not at the first step
-    handle = after_each_step("project_after_step", optimizer, lambda: _project(obj))
+    handle = after_each_step("project_after_step", optimizer, lambda: _project(obj, exact=False))
     if project:
         _project(obj)
     return handle
@@ -180,6 +190,9 @@ def violations(obj):
     Zero exactly when the variable is in its constraint's set (for a true
     projection; a constraint that only moves part of the way, such as
     `MinMaxNorm(rate < 1)`, reports how far its next step would move).
+    Measured with each constraint's exact method (`Constraint.exact`), so a
+    `SpectralNorm(method="power")` weight reports its true excess, not the
+    excess its estimate sees.
     Half-precision weights are compared in float32. A weight that holds a
     NaN or an infinity has no meaningful violation and is reported as NaN.
 
@@ -207,7 +220,8 @@ def violations(obj):
         elif not bool(ops.convert_to_numpy(ops.all(ops.isfinite(w)))):
             worst = math.nan
         else:
-            gap = ops.abs(upcast(w) - upcast(ops.convert_to_tensor(v.constraint(w))))
+            projected = ops.convert_to_tensor(exact_of(v.constraint)(w))
+            gap = ops.abs(upcast(w) - upcast(projected))
             worst = float(ops.convert_to_numpy(ops.max(gap)))
         out[_unique(v.path, out)] = worst
     return out

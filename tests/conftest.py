@@ -22,6 +22,12 @@ def pytest_configure(config):
         raise pytest.UsageError(
             f"KERAS_BACKEND={requested} was requested but Keras runs on {active}."
         )
+    if active == "torch":
+        import torch
+
+        # A function dynamo stops compiling (its recompile limit) would run
+        # eagerly and its jit test pass without compiling: make that a failure.
+        torch._dynamo.config.fail_on_recompile_limit_hit = True
 
 
 @pytest.fixture(autouse=True)
@@ -31,10 +37,10 @@ def _fresh_torch_compile_cache():
     Keras's torch `train_step` is one code object for every model, so after
     about four compiled models dynamo hits its recompile limit and silently
     runs later `jit_compile=True` fits eagerly: those jit tests would pass
-    without compiling. Resetting per test keeps each one compiled. One test
-    still reaches the limit on its own: the compiled mixed_float16 fit with
-    loss scaling (`test_mixed_precision.py`) recompiles its train step that
-    often within one fit, so dynamo runs its later steps eagerly.
+    without compiling. Resetting per test keeps each one compiled, and
+    `pytest_configure` makes reaching the limit within one test a failure
+    (the compiled mixed_float16 fit with loss scaling needs a callback for
+    that: `test_mixed_precision.SameCondNames`).
     """
     reset_compiler()
     yield

@@ -87,6 +87,38 @@ def l1_ref(radius, axis):
     return lambda w: per_slice(vector, w, axis)
 
 
+def bounded_simplex_vector(v, total, low, high):
+    """clip(v - tau, low, high) summing to total: the sum checked at every breakpoint, O(n^2)."""
+    high = np.inf if high is None else high
+    if low == high:
+        return np.full_like(v, low)
+
+    def mass(tau):
+        return np.clip(v - tau, low, high).sum()
+
+    points = np.unique(np.concatenate([v - low, v - high]))
+    points = points[np.isfinite(points)]
+    sums = np.array([mass(p) for p in points])  # non-increasing along increasing points
+    if total >= sums[0]:
+        # Above the smallest breakpoint's sum: every entry is free (only without a cap).
+        tau = points[0] if np.isfinite(high) else (v.sum() - total) / v.size
+        return np.clip(v - tau, low, high)
+    if total <= sums[-1]:
+        return np.clip(v - points[-1], low, high)
+    j = np.nonzero(sums >= total)[0][-1]  # total lies between points j and j + 1
+    a, b = points[j], points[j + 1]
+    if sums[j] == sums[j + 1]:
+        tau = a
+    else:
+        tau = a + (sums[j] - total) / (sums[j] - sums[j + 1]) * (b - a)  # linear on [a, b]
+    return np.clip(v - tau, low, high)
+
+
+def bounded_simplex_ref(total, axis, low=0.0, high=None):
+    """Each slice onto {low <= z <= high, sum(z) = total}."""
+    return lambda w: per_slice(lambda v: bounded_simplex_vector(v, total, low, high), w, axis)
+
+
 # ----------------------------------------------------------------- order
 
 
@@ -236,3 +268,279 @@ def violation(variable):
     """max |w - P(w)| in float64, computed apart from `kc.violations`: 0 exactly when w is in the set."""
     w = variable.value
     return float(np.max(np.abs(to_np(w) - to_np(variable.constraint(w))), initial=0.0))
+
+
+# ---------------------------------------------------- spectral bands and skew
+
+
+def singular_value_band(low, high=None):
+    """The nearest matrix with every singular value in [low, high]: the singular values clipped."""
+
+    def fn(m):
+        u, s, vt = _svd(m)
+        return (u * np.clip(s, low, np.inf if high is None else high)) @ vt
+
+    return fn
+
+
+def eigen_band(low=None, high=None):
+    """The nearest symmetric matrix with every eigenvalue in [low, high]: the symmetric part's clipped."""
+
+    def fn(m):
+        lam, v = np.linalg.eigh(symmetric(m))
+        lo, hi = -np.inf if low is None else low, np.inf if high is None else high
+        return (v * np.clip(lam, lo, hi)) @ v.T
+
+    return fn
+
+
+def skew(m):
+    """The nearest skew-symmetric matrix."""
+    return (m - m.T) / 2
+
+
+# ------------------------------------------------------------- affine sets
+
+
+def hyperplane_ref(normal, offset, axis):
+    """Each slice onto {<a, z> = offset}; `normal=None` is all ones."""
+
+    def vector(v):
+        a = np.ones_like(v) if normal is None else np.asarray(normal, "float64").ravel()
+        return v - (a @ v - offset) / (a @ a) * a
+
+    return lambda w: per_slice(vector, w, axis)
+
+
+def halfspace_ref(normal, offset, axis):
+    """Each slice onto {<a, z> <= offset}: unchanged inside, onto the hyperplane outside."""
+
+    def vector(v):
+        a = np.ones_like(v) if normal is None else np.asarray(normal, "float64").ravel()
+        return v if a @ v <= offset else v - (a @ v - offset) / (a @ a) * a
+
+    return lambda w: per_slice(vector, w, axis)
+
+
+def affine_set_ref(matrix, offset, axis):
+    """Each slice onto {A z = b}: z - A^+ (A z - b), through NumPy's pseudo-inverse."""
+    a = np.asarray(matrix, "float64")
+    a = a.reshape(a.shape[0], -1)
+    b = np.broadcast_to(np.asarray(offset, "float64"), (a.shape[0],))
+    pinv = np.linalg.pinv(a)
+    return lambda w: per_slice(lambda v: v - pinv @ (a @ v - b), w, axis)
+
+
+# ------------------------------------------------------- doubly stochastic
+
+
+def birkhoff(m, tol=1e-13, max_sweeps=200_000):
+    """The Euclidean projection onto the doubly stochastic matrices, in float64.
+
+    Dykstra's alternating projections (Boyle & Dykstra 1986) between the
+    matrices whose rows lie on the simplex and those whose columns do, each
+    projection by `simplex_vector`; run until a sweep moves nothing (a
+    different algorithm from the library's dual ascent).
+    """
+    x = np.array(m, dtype="float64")
+    tol = tol * max(1.0, np.abs(x).max())
+    p, q = np.zeros_like(x), np.zeros_like(x)
+    for _ in range(max_sweeps):
+        y = np.stack([simplex_vector(r, 1.0) for r in x + p])
+        p = x + p - y
+        z = np.stack([simplex_vector(c, 1.0) for c in (y + q).T]).T
+        q = y + q - z
+        done = np.abs(z - x).max() <= tol and np.abs(z.sum(axis=1) - 1).max() <= tol
+        x = z
+        if done:
+            return x
+    raise RuntimeError("birkhoff: Dykstra did not converge")
+
+
+# ------------------------------------------------------ convolution norms (lipschitz.py)
+
+
+def conv_matrix(kernel, n, stride=1, padding="same"):
+    """The matrix of a zero-padded convolution (Keras semantics) on an input of side `n`.
+
+    `kernel` is `(*spatial, in, out)`; the input `(n,) * d + (in,)` and the output are
+    flattened row-major. Built tap by tap in float64: output position p reads input
+    position p * stride - pad_before + u through the tap u.
+    """
+    kernel = np.asarray(kernel, dtype="float64")
+    spatial, (cin, cout) = kernel.shape[:-2], kernel.shape[-2:]
+    sides, before = [], []
+    for k in spatial:
+        if padding == "same":
+            out = -(-n // stride)
+            before.append(max((out - 1) * stride + k - n, 0) // 2)
+        else:
+            out = (n - k) // stride + 1
+            before.append(0)
+        sides.append(out)
+    matrix = np.zeros((n ** len(spatial) * cin, int(np.prod(sides)) * cout))
+    for p in np.ndindex(*sides):
+        for u in np.ndindex(*spatial):
+            q = [pi * stride - b + ui for pi, b, ui in zip(p, before, u, strict=True)]
+            if all(0 <= qi < n for qi in q):
+                row = np.ravel_multi_index(tuple(q), (n,) * len(spatial)) * cin
+                col = np.ravel_multi_index(p, sides) * cout
+                matrix[row : row + cin, col : col + cout] += kernel[u]
+    return matrix
+
+
+def symbol_sup(kernel, size=256):
+    """max sigma_1 of the kernel's symbol on a fine FFT grid: the norm at large inputs."""
+    kernel = np.asarray(kernel, dtype="float64")
+    axes = tuple(range(kernel.ndim - 2))
+    f = np.fft.fftn(kernel, s=(size,) * len(axes), axes=axes)
+    return np.linalg.svd(f.reshape(-1, *kernel.shape[-2:]), compute_uv=False)[:, 0].max()
+
+
+def conv_bound_ref(kernel, iterations=6, grid_tolerance=0.02):
+    """`conv_norm_bound` in float64: FFT on the grid, complex Gram iteration, the grid factor.
+
+    The grid has N_i = ceil(pi d (k_i - 1) / (2 s_max)) points on each axis with k_i > 1,
+    d such axes, s_max from 1 / (1 - s_max^2 / 2) = 1 + grid_tolerance; the bound is
+    the largest per-frequency Gram bound / (1 - s^2 / 2), s = (pi / 2) sum (k_i - 1) / N_i,
+    times the rounding margin 1 + (taps + in + out) 2^-23.
+    """
+    kernel = np.asarray(kernel, dtype="float64")
+    spatial = kernel.shape[:-2]
+    active = sum(k > 1 for k in spatial)
+    s_max = np.sqrt(2 * (1 - 1 / (1 + grid_tolerance)))
+    sizes = [1 if k == 1 else int(np.ceil(np.pi * active * (k - 1) / (2 * s_max))) for k in spatial]
+    s = sum(np.pi * (k - 1) / (2 * n) for k, n in zip(spatial, sizes, strict=True))
+    axes = tuple(range(len(spatial)))
+    symbols = np.fft.fftn(kernel, s=sizes, axes=axes).reshape(-1, *kernel.shape[-2:])
+    best = 0.0
+    for m in symbols:
+        fro = np.linalg.norm(m)
+        if fro == 0:
+            continue
+        m = m / fro
+        g = m @ m.conj().T if m.shape[0] <= m.shape[1] else m.conj().T @ m
+        log_bound = 0.0
+        for i in range(iterations):
+            f = np.linalg.norm(g)
+            log_bound += 2.0**-i * np.log(f)
+            g = g / f
+            g = g @ g
+        log_bound += 2.0**-iterations * np.log(np.linalg.norm(g))
+        best = max(best, fro * np.exp(0.5 * log_bound))
+    margin = 1 + (np.prod(spatial) + sum(kernel.shape[-2:])) * 2.0**-23
+    return best / (1 - s * s / 2) * margin
+
+
+def conv_spectral_norm_ref(max_value, iterations=6, grid_tolerance=0.02):
+    """The kernel scaled down by max_value / bound when its bound is above max_value."""
+
+    def ref(w):
+        bound = conv_bound_ref(w, iterations, grid_tolerance)
+        return w * (max_value / bound if bound > max_value else 1.0)
+
+    return ref
+
+
+def aol_ref(w):
+    """AOL in float64: each input row/channel j scaled by (sum_tau sum_i |P[tau]_ij|)^(-1/2).
+
+    P = W W^T for a Dense kernel; for a Conv kernel P[tau] = sum_t K[t] K[t + tau]^T over
+    the taps t with t + tau inside the kernel, written as plain loops.
+    """
+    w = np.asarray(w, dtype="float64")
+    if w.ndim == 2:
+        sums = np.abs(w @ w.T).sum(axis=0)
+    else:
+        spatial = w.shape[:-2]
+        sums = np.zeros(w.shape[-2])
+        for tau in np.ndindex(*(2 * k - 1 for k in spatial)):
+            tau = tuple(t - (k - 1) for t, k in zip(tau, spatial, strict=True))
+            p = np.zeros((w.shape[-2], w.shape[-2]))
+            for t in np.ndindex(*spatial):
+                s = tuple(a + b for a, b in zip(t, tau, strict=True))
+                if all(0 <= si < k for si, k in zip(s, spatial, strict=True)):
+                    p += w[t] @ w[s].T
+            sums += np.abs(p).sum(axis=0)
+    d = 1 / np.sqrt(np.where(sums > 0, sums, 1.0))
+    return w * d[:, None]
+
+
+# ---------------------------------------------------------------- sparsity
+
+
+def top_k_vector(v, k):
+    """The k largest magnitudes of `v` kept, the rest 0; ties go to the lower index (stable sort)."""
+    keep = np.argsort(-np.abs(v), kind="stable")[:k]
+    out = np.zeros_like(v)
+    out[keep] = v[keep]
+    return out
+
+
+def top_k_ref(k=None, density=None, axis=None):
+    """Each slice with its k largest magnitudes kept; `density` keeps round(density * n), halves up, >= 1."""
+
+    def vector(v):
+        kept = k if k is not None else max(1, int(np.floor(density * v.size + 0.5)))
+        return top_k_vector(v, kept)
+
+    return lambda w: per_slice(vector, w, axis)
+
+
+def n_m_ref(n, m, axis):
+    """Each group of m consecutive entries along `axis` with its n largest magnitudes kept."""
+
+    def vector(v):
+        return np.concatenate([top_k_vector(group, n) for group in v.reshape(-1, m)])
+
+    return lambda w: per_slice(vector, w, axis)
+
+
+def _shift(v, total=1.0):
+    """Duchi et al. (2008): the theta with sum(max(v - theta, 0)) = total, in float64."""
+    u = np.sort(v)[::-1]
+    css = np.cumsum(u)
+    rho = np.nonzero(u * np.arange(1, v.size + 1) > css - total)[0][-1]
+    return (css[rho] - total) / (rho + 1)
+
+
+def doubly_stochastic_sweeps(iterations):
+    """DoublyStochastic's map in float64, written apart: `iterations` sweeps of dual block
+    ascent on `max(W - u_i - v_j, 0)`, then Altschuler, Weed & Rigollet's (2017) rounding."""
+
+    def fn(m):
+        v = np.zeros(m.shape[1])
+        for _ in range(iterations):
+            u = np.array([_shift(row) for row in m - v[None, :]])
+            v = np.array([_shift(col) for col in (m - u[:, None]).T])
+        p = np.maximum(m - u[:, None] - v[None, :], 0)
+        p = p / np.maximum(p.sum(axis=1, keepdims=True), 1)
+        p = p / np.maximum(p.sum(axis=0, keepdims=True), 1)
+        short_rows = np.maximum(1 - p.sum(axis=1), 0)
+        short_columns = np.maximum(1 - p.sum(axis=0), 0)
+        total = short_rows.sum()
+        return p + np.outer(short_rows, short_columns) / (total if total > 0 else 1.0)
+
+    return fn
+
+
+# ------------------------------------------------- spectral norm by power iteration
+
+
+def power_rescale(c, iterations):
+    """SpectralNorm(method="power") in float64, written apart: power iteration on W^T W from the
+    largest row, sigma_1 estimated by ||W^T u|| / ||u||, the matrix scaled by min(1, c / estimate)."""
+
+    def fn(m):
+        i = int(np.argmax(np.sum(m * m, axis=1)))
+        v = m[i].copy()
+        estimate = np.linalg.norm(v)
+        for _ in range(iterations):
+            nv = np.linalg.norm(v)
+            u = m @ (v / (nv if nv > 0 else 1.0))
+            v = m.T @ u
+            nu = np.linalg.norm(u)
+            estimate = np.linalg.norm(v) / (nu if nu > 0 else 1.0)
+        return m * (c / estimate if estimate > c else 1.0)
+
+    return fn

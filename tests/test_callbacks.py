@@ -7,7 +7,8 @@ import pytest
 import kconstraints as kc
 from kconstraints.callbacks import ConstraintMonitor, EnforceConstraints
 from tests.helpers import to_np, tol
-from tests.models import dense_model, fit, push_outside, small_model
+from tests.models import constrained, dense_model, fit, push_outside, small_model
+from tests.references import sigma1
 
 FEASIBLE = tol("float32", 3.0)
 
@@ -114,3 +115,67 @@ def test_monitor_reads_the_projected_weights_when_both_callbacks_run():
 def test_constraint_monitor_rejects_a_bad_name(name):
     with pytest.raises(ValueError, match="ConstraintMonitor: `name`"):
         ConstraintMonitor(name=name)
+
+
+# ------------------------- SpectralNorm(method="power"): exact at each epoch's end
+
+
+def power_model():
+    """Three Dense kernels under the power method with one step: a rough estimate."""
+    keras.utils.set_random_seed(0)
+    power = dict(kernel_constraint=kc.SpectralNorm(1.0, method="power", iterations=1))
+    return keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(16, activation="relu", **power),
+            keras.layers.Dense(16, activation="relu", **power),
+            keras.layers.Dense(1, **power),
+        ]
+    )
+
+
+def largest_norm(model):
+    return max(sigma1(to_np(v.value)) for v in constrained(model))
+
+
+class NormAtEpochEnd(keras.callbacks.Callback):
+    """The largest spectral norm of the model's kernels that the next callbacks see."""
+
+    def __init__(self):
+        super().__init__()
+        self.norms = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.norms.append(largest_norm(self.model))
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["eager", "jit"])
+def test_enforce_constraints_makes_the_power_method_exact_after_every_epoch(jit_compile):
+    model = power_model()
+    push_outside(model)
+    enforce, spy = EnforceConstraints(), NormAtEpochEnd()
+    fit(model, callbacks=[enforce, spy], epochs=2, jit_compile=jit_compile)
+    # The estimate left a kernel outside its ball, by a true excess, at every epoch's end ...
+    assert len(enforce.violations_at_epoch_end) == 2
+    assert min(enforce.violations_at_epoch_end) > 1e-4
+    # ... and the exact projection put every kernel inside, for the next callbacks and after fit().
+    assert max(spy.norms) <= 1 + 1e-5
+    assert largest_norm(model) <= 1 + 1e-5
+    assert worst(model) <= FEASIBLE
+
+
+def test_without_each_epoch_the_estimate_is_left_until_the_end():
+    model = power_model()
+    push_outside(model)
+    enforce, spy = EnforceConstraints(each_epoch=False), NormAtEpochEnd()
+    fit(model, callbacks=[enforce, spy], epochs=1)
+    assert enforce.violations_at_epoch_end == []
+    assert spy.norms[0] > 1 + 1e-4
+    assert enforce.violation_at_end > 1e-4
+    assert largest_norm(model) <= 1 + 1e-5
+
+
+@pytest.mark.parametrize("each_epoch", [1, "yes", None])
+def test_enforce_constraints_rejects_a_bad_each_epoch(each_epoch):
+    with pytest.raises(ValueError, match="EnforceConstraints: `each_epoch`"):
+        EnforceConstraints(each_epoch=each_epoch)

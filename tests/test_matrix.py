@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import kconstraints as kc
-from kconstraints._linalg import gram_upper
+from kconstraints._linalg import gram_upper, power_estimate
 from tests.backend import float64_enabled
 from tests.helpers import sample, tensor, to_np
 from tests.properties import Case, PropertySuite
@@ -15,6 +15,7 @@ from tests.references import (
     low_rank,
     per_matrix,
     polar,
+    power_rescale,
     psd,
     rescale,
     sigma1,
@@ -49,6 +50,18 @@ CASES = [
     Case(kc.SpectralNorm(1.0, method="scale"), WIDE, per_matrix(rescale(1.0)), convex=False),
     Case(kc.SpectralNorm(1.5, method="gram"), SQUARE, per_matrix(gram(1.5, 8)), convex=False),
     Case(
+        kc.SpectralNorm(1.0, method="power"),
+        WIDE,
+        per_matrix(power_rescale(1.0, 8)),
+        convex=False,
+    ),
+    Case(
+        kc.SpectralNorm(0.5, method="power", iterations=3, batched=True),
+        (2, 6, 4),
+        per_matrix(power_rescale(0.5, 3), batched=True),
+        convex=False,
+    ),
+    Case(
         kc.SpectralNorm(1.0, method="gram", iterations=2, batched=True),
         (3, 5, 4),
         per_matrix(gram(1.0, 2), batched=True),
@@ -72,6 +85,7 @@ EXACT = [
     (kc.SpectralNorm(1.0), clip_singular_values(1.0)),
     (kc.SpectralNorm(1.0, method="scale"), rescale(1.0)),
     (kc.SpectralNorm(1.0, method="gram"), gram(1.0, 8)),
+    (kc.SpectralNorm(1.0, method="power"), power_rescale(1.0, 8)),
     (kc.LowRank(2), low_rank(2)),
 ]
 
@@ -112,7 +126,7 @@ def spectrum(s, shape=(7, 4), seed=0):
     return (u * np.asarray(s, dtype="float64")) @ v.T
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [*METHODS, "power"])
 @pytest.mark.parametrize(
     "s",
     [
@@ -169,6 +183,68 @@ def test_gram_bound_is_certified_and_tightens(shape, iterations):
     assert sigma1(w) * (1 - 1e-12) <= upper <= sigma1(w) * k ** (1 / 2 ** (iterations + 2))
 
 
+# ---------------------------------------------------- the power-method estimate
+
+
+@pytest.mark.parametrize("shape", [TALL, WIDE, (2, 5, 3)], ids=str)
+def test_power_is_exact_on_a_rank_one_matrix_after_one_step(shape):
+    rng = np.random.default_rng(11)
+    w = 3.0 * rng.normal(size=(*shape[:-1], 1)) * rng.normal(size=(1, shape[-1]))
+    out = to_np(kc.SpectralNorm(1.0, method="power", iterations=1, batched=True)(tensor(w)))
+    for got, m in zip(out.reshape(-1, *shape[-2:]), w.reshape(-1, *shape[-2:]), strict=True):
+        np.testing.assert_allclose(got, m / sigma1(m), atol=1e-6)
+
+
+@pytest.mark.parametrize("iterations", [0, 2, 8])
+def test_power_estimate_is_below_the_norm_and_converges(iterations):
+    w = spectrum([2.0, 1.5, 0.5, 0.1], shape=(9, 4), seed=3)
+    with float64_enabled():
+        estimate = to_np(power_estimate(tensor(w, "float64"), iterations)).item()
+        far = to_np(power_estimate(tensor(w, "float64"), 60)).item()
+    assert estimate <= 2.0 * (1 + 1e-12)
+    assert estimate >= np.max(np.linalg.norm(w, axis=1)) * (1 - 1e-12)  # no worse than the start
+    assert far == pytest.approx(2.0, rel=1e-12)  # the gap 1.5 / 2 closes
+
+
+def test_power_is_deterministic_and_keeps_a_zero_matrix():
+    c = kc.SpectralNorm(0.5, method="power")
+    w = tensor(sample(SQUARE, "normal", seed=12))
+    np.testing.assert_array_equal(to_np(c(w)), to_np(c(w)))
+    np.testing.assert_array_equal(to_np(c(tensor(np.zeros(SQUARE)))), np.zeros(SQUARE))
+
+
+def test_power_may_end_above_the_bound_its_exact_twin_never_does():
+    # The largest row norm (0 steps) is below sigma_1: the estimate lets the weight stay outside.
+    w = spectrum([1.1, 1.0, 0.5, 0.2], seed=4).astype("float32")
+    assert np.max(np.linalg.norm(w, axis=1)) < 1.0
+    power = kc.SpectralNorm(1.0, method="power", iterations=0)
+    np.testing.assert_array_equal(to_np(power(tensor(w))), w)
+    exact = power.exact
+    assert exact.get_config() == {**power.get_config(), "method": "svd"}
+    assert sigma1(to_np(exact(tensor(w)))) <= 1 + F32_SVD
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_exact_twin_of_a_certified_method_is_itself(method):
+    c = kc.SpectralNorm(1.0, method=method)
+    assert c.exact is c
+    compose = kc.Compose([kc.NonNeg(), c])
+    assert compose.exact is compose
+
+
+def test_the_exact_twin_of_a_composition_replaces_the_estimate_inside():
+    compose = kc.Compose([kc.NonNeg(), kc.SpectralNorm(2.0, method="power", iterations=3)])
+    exact = compose.exact
+    assert type(exact) is kc.Compose
+    assert exact.constraints[0] is compose.constraints[0]
+    assert exact.constraints[1].get_config() == {
+        "max_value": 2.0,
+        "method": "svd",
+        "iterations": 3,
+        "batched": False,
+    }
+
+
 def test_conv_kernel_bound_is_on_the_reshaped_matrix_not_the_operator():
     """The docstring's claim: ||conv|| <= sqrt(rows * cols) * ||reshaped||, and can exceed it."""
     kernel = to_np(kc.SpectralNorm(1.0)(tensor(sample(CONV, "normal", seed=4))))
@@ -184,7 +260,7 @@ def test_conv_kernel_bound_is_on_the_reshaped_matrix_not_the_operator():
 ALL = [
     kc.Orthogonal(),
     kc.Orthogonal(method="newton_schulz"),
-    *(kc.SpectralNorm(0.5, method=m) for m in METHODS),
+    *(kc.SpectralNorm(0.5, method=m) for m in [*METHODS, "power"]),
     kc.LowRank(2),
     kc.Symmetric(),
     kc.PSD(),
@@ -212,7 +288,7 @@ def test_takes_a_keras_variable_and_its_value(c):
         (lambda: kc.Orthogonal(iterations=0), "Orthogonal.*iterations.*0"),
         (lambda: kc.Orthogonal(iterations=2.5), "Orthogonal.*iterations.*2.5"),
         (lambda: kc.SpectralNorm(max_value=-1), "SpectralNorm.*max_value.*-1"),
-        (lambda: kc.SpectralNorm(method="power"), "SpectralNorm.*method.*'power'"),
+        (lambda: kc.SpectralNorm(method="lanczos"), "SpectralNorm.*method.*'lanczos'"),
         (lambda: kc.SpectralNorm(iterations=True), "SpectralNorm.*iterations.*True"),
         (lambda: kc.SpectralNorm(batched=1), "SpectralNorm.*batched.*1"),
         (lambda: kc.LowRank(rank=0), "LowRank.*rank.*0"),

@@ -24,6 +24,29 @@ def all_weights(model):
     return [to_np(v.value) for v in model.weights]
 
 
+class SameCondNames(keras.callbacks.Callback):
+    """Keep Keras's name counter of `ops.cond` the same at the start of every batch.
+
+    On torch, `LossScaleOptimizer.apply` calls `keras.ops.cond` twice a step
+    (finite gradients? then: grow the scale?), and each call builds a
+    `keras.ops.Cond` operation that takes a unique name from a global counter
+    (`keras.src.utils.naming.uniquify`). torch.compile runs those calls after
+    the train step's graph breaks and guards on the counter's value, so every
+    step recompiled them and the 8th hit dynamo's recompile limit (Keras
+    3.15.1, torch 2.13.0: Keras's own code, not the constraints). The names
+    of these eager operations are never read; restarting their counter each
+    batch lets one compiled variant serve every step. It touches only the
+    `cond` entry of Keras's private naming state, and no Keras code.
+    """
+
+    def on_train_batch_begin(self, batch, logs=None):
+        from keras.src.backend.common import global_state
+
+        names = global_state.get_global_attribute("object_name_uids")
+        if names is not None:
+            names.pop("cond", None)
+
+
 @pytest.mark.parametrize("policy", POLICIES, indirect=True)
 @pytest.mark.parametrize(
     ("optimizer", "accumulate"), [("sgd", None), ("adam", 2)], ids=["sgd", "adam-accumulate-2"]
@@ -50,10 +73,14 @@ def test_fit_keeps_half_precision_weights_feasible(policy, optimizer, accumulate
 
 @pytest.mark.parametrize("policy", ["mixed_float16"], indirect=True)
 def test_compiled_fit_with_loss_scaling(policy):
-    """The one jit-compiled case on every backend (torch.compile is slow on CPU)."""
+    """The one jit-compiled case on every backend (torch.compile is slow on CPU).
+
+    On torch, within dynamo's recompile limit only with `SameCondNames`
+    (conftest makes hitting the limit a failure).
+    """
     model = half_model()
     opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(0.01))
-    fit(model, opt, [EnforceConstraints()], jit_compile=True)
+    fit(model, opt, [EnforceConstraints(), SameCondNames()], jit_compile=True)
     assert model.jit_compile
     assert_feasible(model)
 

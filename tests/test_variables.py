@@ -181,3 +181,44 @@ def test_a_projection_made_from_a_callback_lands(jit_compile):
         jit_compile=jit_compile,
     )
     assert to_np(layer.shift.value).tolist() == [0.0, 2.0, 0.0, 4.0]
+
+
+# ------------------------------------- constraints with a per-step estimate
+
+
+def outside_unseen():
+    """A matrix with sigma_1 = 1.1 whose largest row norm, the power method's estimate
+    with no step, is below 1: `SpectralNorm(1.0, method="power", iterations=0)` keeps it."""
+    rng = np.random.default_rng(4)
+    u, _ = np.linalg.qr(rng.normal(size=(7, 4)))
+    v, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    w = ((u * [1.1, 1.0, 0.5, 0.2]) @ v.T).astype("float32")
+    assert np.max(np.linalg.norm(w, axis=1)) < 1.0 < np.linalg.norm(w, 2)
+    return w
+
+
+def power_variable():
+    power = kc.SpectralNorm(1.0, method="power", iterations=0)
+    v = kc.Variable(outside_unseen(), constraint=power, project=False, name="kernel")
+    np.testing.assert_array_equal(to_np(power(v.value)), to_np(v.value))  # the estimate sees none
+    return v
+
+
+def test_violations_report_the_true_excess_not_the_estimate():
+    v = power_variable()
+    w = to_np(v.value)
+    u, s, vt = np.linalg.svd(w, full_matrices=False)
+    excess = np.max(np.abs(w - (u * np.minimum(s, 1.0)) @ vt))
+    assert excess > 1e-3
+    assert kc.violations(v)["kernel"] == pytest.approx(excess, abs=1e-6)
+
+
+def test_project_is_exact_unless_asked_for_the_estimate():
+    v = power_variable()
+    before = to_np(v.value)
+    kc.project(v, exact=False)
+    np.testing.assert_array_equal(to_np(v.value), before)
+    kc.project(v)
+    assert np.linalg.norm(to_np(v.value).astype("float64"), 2) <= 1 + 1e-5
+    assert kc.violations(v)["kernel"] <= tol("float32", 1.0)
+    assert v.constraint.method == "power"  # the variable keeps its per-step constraint
