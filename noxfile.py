@@ -1,7 +1,14 @@
-"""The test matrix: one virtualenv per Keras backend, plus lint, a benchmark smoke run and the wheel.
+"""The test matrix: one virtualenv per Keras backend, plus lint and the wheel.
 
-Run on request only: demo, docs, bench (the full benchmark), gpu, and lowest and
-latest (the oldest and newest supported releases; CI runs them).
+`tests(backend)` runs, in that backend's one virtualenv, the suite and then
+the runs that need a process of their own: several devices (`distributed`),
+two processes (`multiprocess`) and the benchmark harness (`bench_smoke`);
+each of those is also a session of its own for running it alone.
+
+Run on request only: demo, docs, bench (the full benchmark), gpu, long (the
+tests marked `long`, left out of the default run to keep it short; CI runs
+them), and lowest and latest (the oldest and newest supported releases; CI
+runs them).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import nox
 from packaging.requirements import Requirement
 
 nox.options.default_venv_backend = "virtualenv"
-nox.options.sessions = ["lint", "tests", "distributed", "multiprocess", "bench_smoke", "build"]
+nox.options.sessions = ["lint", "tests", "build"]
 nox.options.error_on_missing_interpreters = True
 
 BACKENDS = ["jax", "tensorflow", "torch"]
@@ -38,13 +45,37 @@ def install(session, backend, *groups):
     session.install("-c", PINS, f".[{EXTRAS[backend]}]", *deps)
 
 
+# What the default run leaves out: tests over about a minute each on a 2-core
+# CPU (`nox -s long` runs them; CI's workflow too).
+NOT_LONG = ["-m", "not long"]
+
+
+def suite_env(backend):
+    return {"KERAS_BACKEND": backend, "KCONSTRAINTS_EXPECT_DEVICE": "cpu", **QUIET_TF}
+
+
 @nox.session
 @nox.parametrize("backend", BACKENDS)
 def tests(session, backend):
-    """Run the whole test suite, doctests included, under one Keras backend."""
-    install(session, backend, "test", *REFERENCES[backend])
-    env = {"KERAS_BACKEND": backend, "KCONSTRAINTS_EXPECT_DEVICE": "cpu", **QUIET_TF}
-    session.run("pytest", *session.posargs, env=env)
+    """The suite (doctests included, `long` tests left out), then the multi-device,
+    multi-process and benchmark-harness runs, all under one Keras backend."""
+    install(session, backend, "test", "bench", *REFERENCES[backend])
+    session.run("pytest", *NOT_LONG, *session.posargs, env=suite_env(backend))
+    if session.posargs:  # a focused run (`-- -k simplex`): the suite alone
+        return
+    if backend in DISTRIBUTED_ENV:
+        run_distributed(session, backend)
+    run_multiprocess(session, backend)
+    run_bench_smoke(session, backend, *NOT_LONG)
+
+
+@nox.session(default=False)
+@nox.parametrize("backend", ["jax", "torch"])  # TensorFlow has no test that long
+def long(session, backend):
+    """The tests marked `long` (compiled CNN fits, long loops), left out of `nox` alone."""
+    install(session, backend, "test", "bench", *REFERENCES[backend])
+    paths = [*PYPROJECT["tool"]["pytest"]["ini_options"]["testpaths"], "benchmarks/test_harness.py"]
+    session.run("pytest", "-m", "long", *paths, *session.posargs, env=suite_env(backend))
 
 
 @nox.session
@@ -70,13 +101,17 @@ def demo(session):
 SMOKE_CASES = "NonNeg,MaxNorm"
 
 
-@nox.session
+@nox.session(default=False)
 @nox.parametrize("backend", BACKENDS)
 def bench_smoke(session, backend):
-    """Test the benchmark harness and run `python -m benchmarks --quick` on two cases."""
+    """The benchmark harness's tests and `python -m benchmarks --quick` on two cases."""
     install(session, backend, "test", "bench", *REFERENCES[backend])
+    run_bench_smoke(session, backend)
+
+
+def run_bench_smoke(session, backend, *select):
     env = {"KERAS_BACKEND": backend, **QUIET_TF}
-    session.run("pytest", "benchmarks/test_harness.py", *session.posargs, env=env)
+    session.run("pytest", "benchmarks/test_harness.py", *select, *session.posargs, env=env)
     out = pathlib.Path(session.create_tmp()) / "bench-quick"  # never benchmarks/results/
     args = ["--quick", "--backend", backend, "--cases", SMOKE_CASES, "--train-models", "mlp"]
     session.run("python", "-m", "benchmarks", *args, "--fresh", "--out", str(out), env=env)
@@ -143,8 +178,7 @@ def lowest(session, backend):
     groups = nox.project.dependency_groups(PYPROJECT, "test", *REFERENCES[backend])
     session.install(".", *floors(backend), *groups)
     show_versions(session)
-    env = {"KERAS_BACKEND": backend, "KCONSTRAINTS_EXPECT_DEVICE": "cpu", **QUIET_TF}
-    session.run("pytest", *session.posargs, env=env)
+    session.run("pytest", *session.posargs, env=suite_env(backend))
 
 
 @nox.session(default=False)
@@ -158,8 +192,7 @@ def latest(session, backend):
     groups = nox.project.dependency_groups(PYPROJECT, "test", *REFERENCES[backend])
     session.install("--upgrade", "-c", str(torch_only), ".", *names, *groups)
     show_versions(session)
-    env = {"KERAS_BACKEND": backend, "KCONSTRAINTS_EXPECT_DEVICE": "cpu", **QUIET_TF}
-    session.run("pytest", *session.posargs, env=env)
+    session.run("pytest", *session.posargs, env=suite_env(backend))
 
 
 # What `nox -s build` runs against each installed wheel, from a folder outside
@@ -220,6 +253,7 @@ def build(session):
             with session.chdir(run_dir):
                 session.run(python, "-c", WHEEL_DEMO, env=env, external=True)
                 session.run(python, "-m", "pytest", *WHEEL_DOCTESTS, env=env, external=True)
+            shutil.rmtree(venv)  # about 2 GB each: never three at once on a small disk
 
 
 @nox.session(venv_backend="none", default=False)
@@ -239,20 +273,28 @@ DISTRIBUTED_ENV = {
 }
 
 
-@nox.session
+@nox.session(default=False)
 @nox.parametrize("backend", list(DISTRIBUTED_ENV))
 def distributed(session, backend):
     """Multi-device fit() equals single-device fit(): JAX DataParallel/ModelParallel, TF MirroredStrategy."""
     install(session, backend, "test")
+    run_distributed(session, backend)
+
+
+def run_distributed(session, backend):
     env = {"KERAS_BACKEND": backend, **QUIET_TF, **DISTRIBUTED_ENV[backend]}
     session.run("pytest", "tests/test_distributed.py", *session.posargs, env=env)
 
 
-@nox.session
+@nox.session(default=False)
 @nox.parametrize("backend", BACKENDS)
 def multiprocess(session, backend):
     """Two processes on 127.0.0.1 train as one: JAX multi-process, torch DDP, TF multi-worker."""
     install(session, backend, "test")
+    run_multiprocess(session, backend)
+
+
+def run_multiprocess(session, backend):
     env = {"KERAS_BACKEND": backend, "KCONSTRAINTS_MULTIPROCESS": "1", **QUIET_TF}
     # -rA: the passing tests' output too, where each prints its max |dw|.
     session.run("pytest", "tests/test_multiprocess.py", "-rA", *session.posargs, env=env)

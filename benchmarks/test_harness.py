@@ -203,26 +203,42 @@ def test_oversubscribed_discounts_the_benchmarks_own_threads(before, after, busy
     assert report.oversubscribed({"device": device}) is busy
 
 
+def focused_comparisons():
+    """One case per comparison of `python -m benchmarks.focus`.
+
+    The train steps compile whole models: minutes on torch on a 2-core CPU,
+    so there they are `long` (`nox -s long` runs them, `nox` alone not).
+    """
+    from benchmarks import focus
+
+    cases = []
+    for comparison in focus.COMPARISONS:
+        compiles_a_model = comparison.name.endswith("-step")
+        marks = [pytest.mark.long] if compiles_a_model and BACKEND == "torch" else []
+        cases.append(pytest.param(comparison, marks=marks, id=comparison.name))
+    return cases
+
+
 # Keras's torch layers read `.grad` of a non-leaf tensor while Dynamo traces a
 # train step that the harness builds right after another; torch warns, harmlessly.
 @pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
-def test_every_focused_comparison_builds_and_times_at_a_tiny_size():
+@pytest.mark.parametrize("comparison", focused_comparisons())
+def test_every_focused_comparison_builds_and_times_at_a_tiny_size(comparison):
     """`python -m benchmarks.focus`: each contender compiles and runs; ratios are to the baseline."""
     from benchmarks import focus
 
-    names = [c.name for c in focus.COMPARISONS]
     config = Config.quick_preset(repeats=1, warmup=1)
-    result = focus.run_backend(names, config, quick=True)
-    for comparison in focus.COMPARISONS:
-        found = result["comparisons"][comparison.name]
-        assert "error" not in found, (comparison.name, found)
-        timed = found["results"]
-        failed = {label: r["error"] for label, r in timed.items() if "time_s" not in r}
-        assert not failed, (comparison.name, failed)
-        base = timed[comparison.baseline]["time_s"]
-        for label, r in timed.items():
-            assert r["ratio"] == pytest.approx(r["time_s"] / base), (comparison.name, label)
+    result = focus.run_backend([comparison.name], config, quick=True)
+    found = result["comparisons"][comparison.name]
+    assert "error" not in found, found
+    timed = found["results"]
+    failed = {label: r["error"] for label, r in timed.items() if "time_s" not in r}
+    assert not failed
+    base = timed[comparison.baseline]["time_s"]
+    for label, r in timed.items():
+        assert r["ratio"] == pytest.approx(r["time_s"] / base), label
     data = {"created": "now", "command": ["focus"], "backends": {BACKEND: result}}
     text = focus.markdown(data)
-    for comparison in focus.COMPARISONS:
-        assert f"### {comparison.name}" in text
+    assert f"### {comparison.name}" in text
+    for label in timed:
+        assert f"| {label} |" in text, label
