@@ -45,8 +45,9 @@ def install(session, backend, *groups):
     session.install("-c", PINS, f".[{EXTRAS[backend]}]", *deps)
 
 
-# What the default run leaves out: tests over about a minute each on a 2-core
-# CPU (`nox -s long` runs them; CI's workflow too).
+# What the default run leaves out: tests that take 15 s or more on one backend
+# of a 2-core CPU (tests/conftest.py lists them; `nox -s long` runs them, and so
+# does CI's workflow).
 NOT_LONG = ["-m", "not long"]
 
 
