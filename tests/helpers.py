@@ -5,11 +5,13 @@ Everything that names JAX, TensorFlow or torch is in `tests/backend.py`.
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["EPS", "FLOAT_DTYPES", "dtype_of", "sample", "tensor", "to_np", "tol"]
+__all__ = ["EPS", "FLOAT_DTYPES", "dtype_of", "param_id", "sample", "tensor", "to_np", "tol"]
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -20,6 +22,15 @@ EPS = {"float16": 2.0**-10, "bfloat16": 2.0**-7, "float32": 2.0**-23, "float64":
 def tol(dtype, scale=1.0, factor=64):
     """Absolute tolerance for values of magnitude `scale` in `dtype`."""
     return factor * EPS[dtype] * max(1.0, float(scale))
+
+
+def param_id(value):
+    """A test id for a parameter: a function by its name, anything else by `str`.
+
+    A function's repr holds its address, which differs between processes, and
+    pytest-xdist's workers must collect the same ids.
+    """
+    return value.__name__ if inspect.isfunction(value) else str(value)
 
 
 def dtype_of(x):

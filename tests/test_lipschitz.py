@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import kconstraints as kc
-from tests.helpers import sample, tensor, to_np
+from tests.helpers import param_id, sample, tensor, to_np
 from tests.properties import Case, PropertySuite
 from tests.references import (
     aol_ref,
@@ -263,7 +263,7 @@ def test_bad_arguments_fail_early(make, match):
         (kc.AOL(), (5,)),
         (kc.dense_norm_bound, (5,)),
     ],
-    ids=str,
+    ids=param_id,
 )
 def test_a_weight_of_the_wrong_rank_names_its_shape(fn, shape):
     with pytest.raises(ValueError, match=r"shape \(" + ", ".join(map(str, shape))):

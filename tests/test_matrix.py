@@ -7,7 +7,7 @@ import pytest
 import kconstraints as kc
 from kconstraints._linalg import gram_upper, power_estimate
 from tests.backend import float64_enabled
-from tests.helpers import sample, tensor, to_np
+from tests.helpers import param_id, sample, tensor, to_np
 from tests.properties import Case, PropertySuite
 from tests.references import (
     clip_singular_values,
@@ -101,7 +101,7 @@ def test_matches_numpy_on_every_shape(c, fn, shape, batched):
     np.testing.assert_allclose(to_np(c(tensor(w))), per_matrix(fn, batched)(w), atol=2e-5)
 
 
-@pytest.mark.parametrize("c, fn", [(kc.Symmetric(), symmetric), (kc.PSD(), psd)], ids=repr)
+@pytest.mark.parametrize("c, fn", [(kc.Symmetric(), symmetric), (kc.PSD(), psd)], ids=param_id)
 @pytest.mark.parametrize("shape", [(6, 6), (2, 3, 4, 4)], ids=str)
 def test_square_constraints_match_numpy(c, fn, shape):
     w = sample(shape, "normal", seed=22)

@@ -10,7 +10,7 @@ import pytest
 
 import kconstraints as kc
 from tests.backend import float64_enabled, gradient, graph_breaks, reset_compiler
-from tests.helpers import sample, tensor, to_np
+from tests.helpers import param_id, sample, tensor, to_np
 from tests.models import data
 from tests.properties import Case, PropertySuite
 from tests.references import (
@@ -174,7 +174,7 @@ PENALIZED = [
 ]
 
 
-@pytest.mark.parametrize("c, ref", PENALIZED, ids=repr)
+@pytest.mark.parametrize("c, ref", PENALIZED, ids=param_id)
 def test_penalty_is_the_squared_distance_and_its_gradient(c, ref):
     w = sample((5, 5), "normal", seed=40)
     with float64_enabled():

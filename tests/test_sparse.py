@@ -7,7 +7,7 @@ import pytest
 import kconstraints as kc
 from kconstraints.callbacks import SparsitySchedule
 from tests.backend import BACKEND, graph_breaks, jit
-from tests.helpers import sample, tensor, to_np
+from tests.helpers import param_id, sample, tensor, to_np
 from tests.properties import Case, PropertySuite
 from tests.references import n_m_ref, top_k_ref
 
@@ -39,7 +39,7 @@ class TestSparseProperties(PropertySuite):
         (kc.NM(2, 4, axis=-1), (3, 8), n_m_ref(2, 4, -1)),
         (kc.NM(3, 8, axis=1), (2, 16, 3), n_m_ref(3, 8, 1)),
     ],
-    ids=str,
+    ids=param_id,
 )
 def test_more_layouts_match_the_reference(constraint, shape, reference, kind):
     w = sample(shape, kind, seed=40)
