@@ -11,6 +11,7 @@ fails when a constraint exported by `kconstraints` has no entry here.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import keras
@@ -110,13 +111,34 @@ def optax_twin(projection, per_unit=False, **kwargs):
 
 
 def sort_twin(cls, *args):
-    """`cls` with the threshold found by one sort per slice, the method before Michelot passes."""
+    """`cls` as it was before Michelot passes: each slice moved to a row, one sort per row.
+
+    The whole projection stays in the rows' layout, as it did: computing only
+    the threshold there and shifting the weight in its own layout is not the
+    old method, and XLA on a CPU fuses that shift with the threshold's
+    maximum into a far slower kernel (6.8 s against 1.75 s at 3162 x 3162,
+    JAX).
+    """
 
     def make(shape):
-        from kconstraints.simplex import simplex_threshold
+        from kconstraints._tensors import slices_as_rows
+        from kconstraints.simplex import ROUNDING, simplex_threshold
 
-        sorted_cls = type(cls.__name__, (cls,), {"_threshold": staticmethod(simplex_threshold)})
-        return sorted_cls(*args, axis=fan_in(shape))
+        def project(self, w):
+            x, axes, n = self._slices(w)
+            rows, restore = slices_as_rows(x, axes)
+            if cls.__name__ == "Simplex":  # min_value 0, no cap: the plain simplex
+                shifted = rows - simplex_threshold(rows, self.total)
+                return restore(ops.where(shifted < 0, ops.zeros_like(shifted), shifted))
+            magnitude = ops.abs(rows)
+            theta = simplex_threshold(magnitude, self.radius)
+            shrunk = ops.where(magnitude > theta, ops.sign(rows) * (magnitude - theta), 0 * rows)
+            eps = ROUNDING[keras.backend.standardize_dtype(rows.dtype)]
+            slack = self.radius * eps * (2 + math.log2(n))
+            inside = ops.sum(magnitude, axis=-1, keepdims=True) <= self.radius + slack
+            return restore(ops.where(ops.logical_or(theta <= 0, inside), rows, shrunk))
+
+        return type(cls.__name__, (cls,), {"project": project})(*args, axis=fan_in(shape))
 
     return Twin("kconstraints-sort", f"kconstraints.{cls.__name__} (one sort per slice)", make=make)
 

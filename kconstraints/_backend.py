@@ -110,27 +110,61 @@ def fori_loop(lower, upper, body, state):
     over must not be views of one another (`while_loop` refuses aliasing
     there too): copy them first.
     """
-    if keras.backend.backend() == "torch":
+    if _torch_compiling():
         import torch
 
-        if torch.compiler.is_compiling():
-            from torch._higher_order_ops.while_loop import while_loop
+        def pack(carried):
+            return keras.tree.pack_sequence_as(state, list(carried))
 
-            def fresh(t):  # a new tensor with standard strides, as while_loop wants
-                return torch.clone(t, memory_format=torch.contiguous_format)
+        def step(i, *carried):
+            return (i + 1, *keras.tree.flatten(body(i, pack(carried))))
 
-            flat = [fresh(ops.stop_gradient(t)) for t in keras.tree.flatten(state)]
-            end = torch.as_tensor(upper, dtype=torch.int64)
-
-            def step(i, *carried):
-                out = body(i, keras.tree.pack_sequence_as(state, list(carried)))
-                pairs = zip(keras.tree.flatten(out), carried, strict=True)
-                return (i + 1, *[fresh(ops.cast(o, c.dtype)) for o, c in pairs])
-
-            start = torch.as_tensor(lower, dtype=torch.int64)
-            result = while_loop(lambda i, *_: i < end, step, (start, *flat))
-            return keras.tree.pack_sequence_as(state, list(result[1:]))
+        end = torch.as_tensor(upper, dtype=torch.int64)
+        start = (torch.as_tensor(lower, dtype=torch.int64), *keras.tree.flatten(state))
+        return pack(_torch_while_loop(lambda i, *_: i < end, step, start)[1:])
     return ops.fori_loop(lower, upper, body, state)
+
+
+def while_loop(keep_going, body, state):
+    """`keras.ops.while_loop(keep_going, body, state)`, kept one loop under torch.compile.
+
+    `state` is a tuple of tensors; `keep_going(*state)` returns a boolean
+    0-d tensor and `body(*state)` the next state. On torch, Keras 3.15's
+    `while_loop` is a Python loop on that tensor: torch.compile breaks the
+    graph at each test. While compiling it is torch's `while_loop` instead,
+    as in `fori_loop` (same rules for the body); eager torch runs the Python
+    loop.
+    """
+    if _torch_compiling():
+        return _torch_while_loop(keep_going, body, state)
+    return ops.while_loop(keep_going, body, state)
+
+
+def _torch_compiling():
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    return torch.compiler.is_compiling()
+
+
+def _torch_while_loop(keep_going, body, state):
+    """torch's `while_loop` on a tuple of tensors (torch 2.13: one loop in the graph, no break).
+
+    `keep_going` and `body` take the tensors as separate arguments; they must
+    not call `keras.tree` on them, which Dynamo can not trace inside the loop.
+    """
+    import torch
+    from torch._higher_order_ops.while_loop import while_loop
+
+    def fresh(t):  # a new tensor with standard strides, as while_loop wants
+        return torch.clone(t, memory_format=torch.contiguous_format)
+
+    def step(*carried):
+        pairs = zip(body(*carried), carried, strict=True)
+        return tuple(fresh(ops.cast(o, c.dtype)) for o, c in pairs)
+
+    return while_loop(keep_going, step, tuple(fresh(ops.stop_gradient(t)) for t in state))
 
 
 def sync_training_state(layer):
