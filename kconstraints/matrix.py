@@ -179,12 +179,9 @@ class SpectralNorm(Constraint):
 
     def project(self, w):
         x = as_matrices(self._owner, w, self.batched)
-        method = {
-            "svd": self._clip,
-            "scale": self._rescale,
-            "gram": self._gram,
-            "power": self._power,
-        }[self.method]
+        if self.method == "power":  # matvecs only: nothing raises on a NaN or an infinity
+            return ops.reshape(self._power(x), w.shape)
+        method = {"svd": self._clip, "scale": self._rescale, "gram": self._gram}[self.method]
         return ops.reshape(finite_only(method, x), w.shape)
 
     def _clip(self, x):
@@ -200,8 +197,13 @@ class SpectralNorm(Constraint):
         return x * self._gram_factor(x)
 
     def _power(self, x):
-        estimate = power_estimate(x, self.iterations)
-        return x * shrink_factor(estimate, scalar(self.max_value, x))
+        # A matrix holding a NaN or an infinity comes back as it is, as from
+        # `finite_only`, which is not used here: XLA fuses its masked copy of
+        # the weight into every matvec and loses its fast kernel (TensorFlow,
+        # CPU: 19.9 ms for 8 steps on a 1024 x 1024 kernel, 1.8 ms without).
+        finite = ops.all(ops.isfinite(x), axis=(-2, -1), keepdims=True)
+        factor = shrink_factor(power_estimate(x, self.iterations), scalar(self.max_value, x))
+        return x * ops.where(finite, factor, ops.ones_like(factor))
 
     def _gram_factor(self, x):
         bound = scalar(self.max_value, x)
