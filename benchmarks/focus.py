@@ -328,6 +328,24 @@ def run_backend(names, config, quick=False) -> dict:
     return {"device": device, "comparisons": out}
 
 
+def merge(previous, results):
+    """The comparisons not run again keep their tables, each with the run that made it."""
+    merged = dict(previous)
+    for backend, result in results.items():
+        old = previous.get(backend)
+        if old is None:
+            merged[backend] = result
+            continue
+        for comparison in old["comparisons"].values():
+            comparison.setdefault("run", {k: old.get(k) for k in ("created", "command")})
+            comparison["run"].setdefault(
+                "load", [old["device"].get("load_average"), old["device"].get("load_average_end")]
+            )
+        comparisons = {**old["comparisons"], **result["comparisons"]}
+        merged[backend] = {**result, "comparisons": comparisons}
+    return merged
+
+
 def markdown(data) -> str:
     from benchmarks.report import fmt_ratio, fmt_time, table
 
@@ -339,16 +357,18 @@ def markdown(data) -> str:
         "",
     ]
     for backend, result in data["backends"].items():
-        device = result["device"]
-        load = device.get("load_average"), device.get("load_average_end")
         lines += [f"## {backend}", ""]
-        if "command" in result:
-            lines += [f"`{' '.join(result['command'])}`, {result['created']}.", ""]
-        lines += [f"Load average before / after: {load[0]} / {load[1]}", ""]
         for name, comparison in result["comparisons"].items():
             if "error" in comparison:
                 lines += [f"### {name}", "", f"failed: {comparison['error']}", ""]
                 continue
+            run = comparison.get("run")
+            if run:
+                load = run["load"]
+                made = f"`{' '.join(run['command'])}`, {run['created']}"
+                made += f"; load average before / after: {load[0]} / {load[1]}"
+            else:
+                made = None
             base = next(c for c in COMPARISONS if c.name == name).baseline
             rows = []
             for label, r in comparison["results"].items():
@@ -365,7 +385,9 @@ def markdown(data) -> str:
                     ]
                 )
             head = ["contender", "time", f"ratio to {base}", "graph breaks"]
-            lines += [f"### {name}", "", comparison["question"] + ".", "", table(head, rows), ""]
+            lines += [f"### {name}", "", comparison["question"] + ".", ""]
+            lines += [f"{made}.", ""] if made else []
+            lines += [table(head, rows), ""]
     return "\n".join(lines) + "\n"
 
 
@@ -408,11 +430,14 @@ def main(argv=None):
     created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     command = ["python", "-m", "benchmarks.focus", *(argv or sys.argv[1:])]
     for result in results.values():
-        result.update(created=created, command=command)
-    data = {"created": created, "command": command, "backends": results}
+        load = [result["device"].get(k) for k in ("load_average", "load_average_end")]
+        run = {"created": created, "command": command, "load": load}
+        for comparison in result["comparisons"].values():
+            comparison["run"] = run
+    data = {"backends": results}
     previous = out / "focus.json"
-    if previous.exists() and not args.fresh:  # the backends not run again keep their tables
-        data["backends"] = {**json.loads(previous.read_text())["backends"], **results}
+    if previous.exists() and not args.fresh:
+        data["backends"] = merge(json.loads(previous.read_text())["backends"], results)
     (out / "focus.json").write_text(json.dumps(data, indent=1) + "\n")
     (out / "focus.md").write_text(markdown(data))
     print(f"results in {out}", file=sys.stderr)

@@ -242,3 +242,18 @@ def test_every_focused_comparison_builds_and_times_at_a_tiny_size(comparison):
     assert f"### {comparison.name}" in text
     for label in timed:
         assert f"| {label} |" in text, label
+
+
+def test_a_focused_run_of_some_comparisons_keeps_the_others_with_their_run():
+    from benchmarks import focus
+
+    def backend(names, created):
+        run = {"created": created, "command": ["focus"], "load": [0.5, 0.6]}
+        comparisons = {n: {"question": n, "results": {}, "run": run} for n in names}
+        return {"device": {}, "comparisons": comparisons}
+
+    previous = {"jax": backend(["a", "b"], "then"), "torch": backend(["a"], "then")}
+    merged = focus.merge(previous, {"jax": backend(["b", "c"], "now")})
+    runs = {n: c["run"]["created"] for n, c in merged["jax"]["comparisons"].items()}
+    assert runs == {"a": "then", "b": "now", "c": "now"}
+    assert merged["torch"] == previous["torch"]

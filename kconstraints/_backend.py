@@ -63,6 +63,17 @@ from keras import ops
 # - `ops.max` on torch. Keras 3.15's torch `max` reads `.values` of torch's
 #   result, which Dynamo (torch 2.13) can not trace inside a compiled train
 #   step: a graph break. The package uses `ops.amax`.
+# - Layouts on XLA's CPU backend (JAX 0.10.2, TensorFlow 2.21). A transposed
+#   view is not copied: a reduction over it reads with a stride (12 Michelot
+#   passes over the slices of a (4096, 1024) kernel along axis 0: 798 ms
+#   after moving them to rows, 91 ms reducing over axis 0 in place), and a
+#   transposed 1024 x 1024 matrix times a vector took 1.83 ms against 0.14 ms
+#   for the same product written as a row times the matrix. XLA also fuses
+#   a masked copy of a weight (`_linalg.finite_only`) into each matvec that
+#   reads it, which loses the fast kernel (TensorFlow: 8 power steps on a
+#   1024 x 1024 kernel took 19.9 ms with the copy, 1.8 ms without). So
+#   `simplex` reduces over the slice axes where they lie, and
+#   `_linalg.power_estimate` computes `W^T u` as `u^T W` on the kernel itself.
 # - Gradient accumulation. With `gradient_accumulation_steps=n`, Keras 3.15
 #   applies `variable.constraint` after every micro-step, not once per update.
 

@@ -199,8 +199,7 @@ class SpectralNorm(Constraint):
     def _power(self, x):
         # A matrix holding a NaN or an infinity comes back as it is, as from
         # `finite_only`, which is not used here: XLA fuses its masked copy of
-        # the weight into every matvec and loses its fast kernel (TensorFlow,
-        # CPU: 19.9 ms for 8 steps on a 1024 x 1024 kernel, 1.8 ms without).
+        # the weight into every matvec, 11 times slower (see `_backend.py`).
         finite = ops.all(ops.isfinite(x), axis=(-2, -1), keepdims=True)
         factor = shrink_factor(power_estimate(x, self.iterations), scalar(self.max_value, x))
         return x * ops.where(finite, factor, ops.ones_like(factor))
