@@ -143,6 +143,40 @@ def sort_twin(cls, *args):
     return Twin("kconstraints-sort", f"kconstraints.{cls.__name__} (one sort per slice)", make=make)
 
 
+def power_before(max_value=1.0):
+    """`SpectralNorm(method="power")` as it was before its matvecs were rewritten.
+
+    `W^T u` as a transposed matrix times a vector, and the kernel behind
+    `finite_only`'s masked copy: the two things XLA on a CPU ran slowly
+    (see `kconstraints/_backend.py`). Kept to time the change side by side.
+    """
+    from kconstraints import _linalg as la
+    from kconstraints._tensors import safe_divisor, scalar
+
+    def estimate(x, iterations):
+        rows = ops.sum(ops.square(x), axis=-1)
+        pick = ops.one_hot(ops.argmax(rows, axis=-1), x.shape[-2], dtype=x.dtype)
+        v = la.transpose(x) @ pick[..., :, None]
+        value = la.frobenius(v)
+        for _ in range(iterations):
+            u = x @ (v / safe_divisor(la.frobenius(v)))
+            v = la.transpose(x) @ u
+            value = la.frobenius(v) / safe_divisor(la.frobenius(u))
+        return value
+
+    def project(self, w):
+        x = la.as_matrices(self._owner, w, self.batched)
+
+        def rescale(x):
+            bound = scalar(self.max_value, x)
+            return x * la.shrink_factor(estimate(x, self.iterations), bound)
+
+        return ops.reshape(la.finite_only(rescale, x), w.shape)
+
+    cls = type("SpectralNorm", (kc.SpectralNorm,), {"project": project})
+    return cls(max_value, method="power")
+
+
 def keras_guide_center_around(ref_value):
     """The custom constraint that the Keras constraints guide writes by hand."""
 

@@ -178,6 +178,7 @@ def _spectral_train(spec):
 
     import kconstraints as kc
     from benchmarks.backend import BACKEND
+    from benchmarks.cases import power_before
 
     def spectral(method):
         return lambda shape: kc.SpectralNorm(1.0, method=method)
@@ -186,6 +187,7 @@ def _spectral_train(spec):
         "unconstrained": (None, None),
         "keras.layers.SpectralNormalization": (None, keras.layers.SpectralNormalization),
         'kconstraints.SpectralNorm(method="power")': (spectral("power"), None),
+        'kconstraints.SpectralNorm(method="power"), before': (lambda shape: power_before(), None),
         'kconstraints.SpectralNorm(method="gram")': (spectral("gram"), None),
         'kconstraints.SpectralNorm(method="svd")': (spectral("svd"), None),
     }

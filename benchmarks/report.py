@@ -35,7 +35,8 @@ def write(out, results, merge=True, command=None):
     backends = {}
     if merge and path.exists():
         backends = json.loads(path.read_text()).get("backends", {})
-    backends.update(results)
+    for backend, result in results.items():
+        backends[backend] = merge_runs(backends[backend], result) if backend in backends else result
     data = {
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": command,
@@ -46,6 +47,40 @@ def write(out, results, merge=True, command=None):
     plots = draw(out, data)
     (out / "README.md").write_text(markdown(data, plots))
     return data
+
+
+def run_summary(result):
+    """When a run of one backend started, how long it took, its cases and the load."""
+    d = result["device"]
+    load = [d["load_average"][0], d.get("load_average_end", ["?"])[0]]
+    cases = result["config"].get("cases") or "all"
+    return {
+        "started": result["started"],
+        "seconds": result["seconds"],
+        "cases": cases,
+        "load": load,
+    }
+
+
+def merge_runs(old, new):
+    """A run of some cases (`--cases`) over an earlier run of the same backend.
+
+    The records of the cases it ran, and its references (the copy, the
+    unconstrained step), replace the earlier ones; every other case keeps
+    the records of the run that made them, and `runs` lists each run. A
+    run of every case replaces the earlier one whole.
+    """
+    ran = new.get("config", {}).get("cases")
+    if not ran or "error" in new or "error" in old:
+        return new
+    replaced = {*ran, "copy", "unconstrained"}
+    merged = dict(new)
+    for key in ("projection", "train_step"):
+        merged[key] = [r for r in old.get(key, []) if r["case"] not in replaced] + new.get(key, [])
+    names = {c["name"] for c in new["cases"]}
+    merged["cases"] = [c for c in old["cases"] if c["name"] not in names] + new["cases"]
+    merged["runs"] = [*old.get("runs", [run_summary(old)]), run_summary(new)]
+    return merged
 
 
 def _rank(backend):
@@ -218,7 +253,22 @@ def section_devices(data):
             "magnitude, and rerun on an idle machine before drawing finer conclusions.\n"
         )
     head = ["backend", "device (arrays on)", "packages", "load avg", "mode", "wall time"]
-    return "## Devices\n\n" + table(head, rows) + warning
+    runs = [
+        f"- {backend}: {run['started']}, {run['seconds']} s, load {run['load'][0]} → "
+        f"{run['load'][1]}, cases: {run['cases'] if run['cases'] == 'all' else ', '.join(run['cases'])}"
+        for backend, r in data["backends"].items()
+        for run in r.get("runs", [])
+    ]
+    if runs:
+        runs = [
+            "",
+            "Merged from several runs (the table shows the last one); each case's",
+            "records come from the last run that timed it:",
+            "",
+            *runs,
+            "",
+        ]
+    return "## Devices\n\n" + table(head, rows) + "\n".join(runs) + warning
 
 
 def section_settings(data):

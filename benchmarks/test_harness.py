@@ -257,3 +257,28 @@ def test_a_focused_run_of_some_comparisons_keeps_the_others_with_their_run():
     runs = {n: c["run"]["created"] for n, c in merged["jax"]["comparisons"].items()}
     assert runs == {"a": "then", "b": "now", "c": "now"}
     assert merged["torch"] == previous["torch"]
+
+
+def test_a_run_of_some_cases_replaces_only_their_records():
+    from benchmarks import report
+
+    def run(cases, started, names):
+        records = [{"case": n, "time_s": 1.0} for n in names]
+        return {
+            "device": {"load_average": [0.1], "load_average_end": [0.2]},
+            "config": {"cases": cases},
+            "cases": [{"name": n} for n in names if n not in ("copy", "unconstrained")],
+            "started": started,
+            "seconds": 1.0,
+            "projection": records,
+            "train_step": records,
+        }
+
+    old = run(None, "then", ["copy", "A", "B"])
+    new = run(["B"], "now", ["copy", "B"])
+    merged = report.merge_runs(old, new)
+    got = sorted((r["case"], r is old["projection"][1]) for r in merged["projection"])
+    assert got == [("A", True), ("B", False), ("copy", False)]
+    assert [c["name"] for c in merged["cases"]] == ["A", "B"]
+    assert [r["started"] for r in merged["runs"]] == ["then", "now"]
+    assert report.merge_runs(old, run(None, "later", ["copy"]))["started"] == "later"
