@@ -162,8 +162,9 @@ def _torch_compiling():
 def _torch_while_loop(keep_going, body, state):
     """torch's `while_loop` on a tuple of tensors (torch 2.13: one loop in the graph, no break).
 
-    `keep_going` and `body` take the tensors as separate arguments; they must
-    not call `keras.tree` on them, which Dynamo can not trace inside the loop.
+    `keep_going` and `body` take the tensors as separate arguments.
+    `keep_going` must not call `keras.tree` on them: Dynamo failed to trace
+    its `is not` inside the loop's condition (torch 2.13); `body` may.
     """
     import torch
     from torch._higher_order_ops.while_loop import while_loop
