@@ -2,29 +2,9 @@
 
 from kconstraints import callbacks
 from kconstraints._base import Constraint
-from kconstraints.affine import AffineSet, CenterAround, Halfspace, Hyperplane
-from kconstraints.bounds import Clip, NonNeg
 from kconstraints.certify import layer_lipschitz_bounds, lipschitz_bound
-from kconstraints.combine import Compose, Intersection
-from kconstraints.lipschitz import AOL, ConvSpectralNorm, conv_norm_bound, dense_norm_bound
-from kconstraints.masked import Fixed, Mask, Partial
-from kconstraints.matrix import (
-    PSD,
-    EigenBand,
-    LowRank,
-    Orthogonal,
-    SingularValueBand,
-    Skew,
-    SpectralNorm,
-    Symmetric,
-)
-from kconstraints.norm import MaxNorm, MinMaxNorm, UnitNorm
-from kconstraints.order import Monotonic
-from kconstraints.penalty import Penalty
+from kconstraints.lipschitz import conv_norm_bound, dense_norm_bound
 from kconstraints.serialization import deserialize, get, serialize
-from kconstraints.simplex import L1Ball, Simplex
-from kconstraints.sparse import NM, TopK
-from kconstraints.stochastic import DoublyStochastic
 from kconstraints.variables import (
     Variable,
     constrain,
@@ -34,17 +14,42 @@ from kconstraints.variables import (
     violations,
 )
 
+# The constraint classes, written by `python -m docs.catalogue` from the registry.
+# isort: off
+# catalogue:imports
+from kconstraints.affine import AffineSet, CenterAround, Halfspace, Hyperplane
+from kconstraints.bounds import Clip, NonNeg
+from kconstraints.combine import Compose, Intersection
+from kconstraints.lipschitz import AOL, ConvSpectralNorm
+from kconstraints.masked import Fixed, Mask, Partial
+from kconstraints.matrix import (
+    EigenBand,
+    LowRank,
+    Orthogonal,
+    PSD,
+    SingularValueBand,
+    Skew,
+    SpectralNorm,
+    Symmetric,
+)
+from kconstraints.norm import MaxNorm, MinMaxNorm, UnitNorm
+from kconstraints.order import Monotonic
+from kconstraints.penalty import Penalty
+from kconstraints.simplex import L1Ball, Simplex
+from kconstraints.sparse import NM, TopK
+from kconstraints.stochastic import DoublyStochastic
+# /catalogue:imports
+# isort: on
+
 __version__ = "0.1.0"
 
-__all__ = [
+# catalogue:names
+_CONSTRAINTS = [
     "AOL",
-    "NM",
-    "PSD",
     "AffineSet",
     "CenterAround",
     "Clip",
     "Compose",
-    "Constraint",
     "ConvSpectralNorm",
     "DoublyStochastic",
     "EigenBand",
@@ -58,8 +63,10 @@ __all__ = [
     "MaxNorm",
     "MinMaxNorm",
     "Monotonic",
+    "NM",
     "NonNeg",
     "Orthogonal",
+    "PSD",
     "Partial",
     "Penalty",
     "Simplex",
@@ -69,6 +76,11 @@ __all__ = [
     "Symmetric",
     "TopK",
     "UnitNorm",
+]
+# /catalogue:names
+
+_TOOLS = [
+    "Constraint",
     "Variable",
     "callbacks",
     "constrain",
@@ -84,3 +96,4 @@ __all__ = [
     "serialize",
     "violations",
 ]
+__all__ = _CONSTRAINTS + _TOOLS

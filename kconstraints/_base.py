@@ -1,34 +1,14 @@
-"""The base class of every constraint, the config and repr they share, and the registry."""
+"""The base class of every constraint, and the config and repr they share."""
 
 from __future__ import annotations
 
 import inspect
-import re
 
 import keras
 import numpy as np
 from keras import ops
 
 from kconstraints._checks import check_float_weight
-
-PACKAGE = "kconstraints"
-
-#: Class name and snake_case alias -> class, filled by `register`.
-REGISTRY: dict[str, type] = {}
-
-
-def snake_case(name: str) -> str:
-    """`MaxNorm` -> `max_norm`, `L1Ball` -> `l1_ball`, `PSD` -> `psd`."""
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
-
-
-def register(cls):
-    """Register `cls` with Keras (safe-mode loading) and with `kconstraints.get`."""
-    cls = keras.saving.register_keras_serializable(package=PACKAGE)(cls)
-    REGISTRY[cls.__name__] = cls
-    REGISTRY[snake_case(cls.__name__)] = cls
-    return cls
 
 
 def _to_config(value):

@@ -21,12 +21,19 @@ import math
 import numpy as np
 from keras import ops
 
-from kconstraints._base import Constraint, register
+from kconstraints._base import Constraint
 from kconstraints._checks import check_array, check_axis, check_number, resolve_axis
+from kconstraints._registry import affine_rows, bayar_system, fan_in, fan_in_normal, register
 from kconstraints._tensors import Constant, mean, slices_as_rows, upcast
 
 
-@register
+@register(
+    family="slice",
+    convex=True,
+    exact=True,
+    summary="mean(w, axis) = ref_value",
+    examples=lambda shape: CenterAround(0.0, axis=0 if len(shape) == 3 else None),
+)
 class CenterAround(Constraint):
     """Fixed mean: the projection onto `{w : mean(w_slice) = ref_value}`.
 
@@ -124,7 +131,13 @@ class _Normal(_SliceAffine):
         return rows, restore, residual, self._a_scaled.as_dtype_of(rows)
 
 
-@register
+@register(
+    family="slice",
+    convex=True,
+    exact=True,
+    summary="⟨a, slice⟩ = offset (`normal=None`: sum(slice) = offset); exact, closed form",
+    examples=lambda shape: Hyperplane(fan_in_normal(shape), 1.0, axis=fan_in(shape)),
+)
 class Hyperplane(_Normal):
     """Hyperplane: the projection onto `{w : <a, w_slice> = offset}` for every slice.
 
@@ -162,7 +175,13 @@ class Hyperplane(_Normal):
         return restore(rows - residual * a_scaled)
 
 
-@register
+@register(
+    family="slice",
+    convex=True,
+    exact=True,
+    summary="⟨a, slice⟩ <= offset; exact, closed form",
+    examples=lambda shape: Halfspace(fan_in_normal(shape), -2.0, axis=fan_in(shape)),
+)
 class Halfspace(_Normal):
     """Half-space: the projection onto `{w : <a, w_slice> <= offset}` for every slice.
 
@@ -224,7 +243,21 @@ def _check_system(owner, matrix, offset):
 _LOOPED = 16
 
 
-@register
+@register(
+    family="slice",
+    convex=True,
+    exact=True,
+    summary=(
+        "A · slice = b for a full-row-rank A (the Bayar convolution: centre tap -1, "
+        "the others summing to 1); exact, A factored once"
+    ),
+    # Conv2D kernels of 3 x 3 taps: Bayar's system on each tap kernel.
+    examples=lambda shape: (
+        AffineSet(*bayar_system(), axis=[0, 1])
+        if len(shape) == 4 and tuple(shape[:2]) == (3, 3)
+        else AffineSet(*affine_rows(shape), axis=fan_in(shape))
+    ),
+)
 class AffineSet(_SliceAffine):
     """Affine set: the projection onto `{w : A w_slice = b}` for every slice.
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
-from kconstraints._base import Constraint, register
+from kconstraints._base import Constraint
 from kconstraints._checks import check_array, check_fits, check_ordered
+from kconstraints._registry import register
 from kconstraints._tensors import Constant, clamp, upcast
 
 
-@register
+@register(
+    family="elementwise",
+    convex=True,
+    exact=True,
+    summary="w >= 0",
+    examples=lambda shape: NonNeg(),
+)
 class NonNeg(Constraint):
     """Non-negative weights: the projection onto the orthant `{w : w >= 0}`.
 
@@ -35,7 +42,13 @@ class NonNeg(Constraint):
         return ops.where(w < 0, ops.zeros_like(w), w)
 
 
-@register
+@register(
+    family="elementwise",
+    convex=True,
+    exact=True,
+    summary="min <= w <= max, bounds scalar or per entry",
+    examples=lambda shape: Clip(-0.5, 0.5),
+)
 class Clip(Constraint):
     """Elementwise bounds: the projection onto the box `{w : min_value <= w <= max_value}`.
 

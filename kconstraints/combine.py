@@ -5,9 +5,13 @@ from __future__ import annotations
 from keras import ops
 
 from kconstraints._backend import fori_loop
-from kconstraints._base import Constraint, register
+from kconstraints._base import Constraint
 from kconstraints._checks import check_constraints, check_int
+from kconstraints._registry import fan_in, register
 from kconstraints._tensors import upcast
+from kconstraints.affine import CenterAround
+from kconstraints.bounds import Clip, NonNeg
+from kconstraints.norm import MaxNorm
 
 
 class _ConstraintList(Constraint):
@@ -18,7 +22,13 @@ class _ConstraintList(Constraint):
         self.elementwise = all(getattr(c, "elementwise", False) for c in self.constraints)
 
 
-@register
+@register(
+    family="combination",
+    convex=False,
+    exact="the last constraint's result, not the projection onto the intersection",
+    summary="c1, then c2, ...: each constraint in order",
+    examples=lambda shape: Compose([NonNeg(), MaxNorm(2.0, axis=fan_in(shape))]),
+)
 class Compose(_ConstraintList):
     """Constraints applied one after the other: `P(w) = c_k(...c_2(c_1(w)))`.
 
@@ -56,7 +66,14 @@ class Compose(_ConstraintList):
         return x
 
 
-@register
+@register(
+    family="combination",
+    convex=True,
+    exact="a fixed number of Dykstra sweeps: exact only in the cases its reference lists",
+    summary="C1 ∩ C2 ∩ ...: Dykstra's algorithm, a fixed number of sweeps (approximate)",
+    # 50 sweeps of both projections.
+    examples=lambda shape: Intersection([Clip(-0.5, 0.5), CenterAround(0.0, axis=0)], 50),
+)
 class Intersection(_ConstraintList):
     """The projection onto the intersection of convex sets, by Dykstra's algorithm.
 

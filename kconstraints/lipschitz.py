@@ -45,9 +45,10 @@ import math
 
 from keras import ops
 
-from kconstraints._base import Constraint, register
+from kconstraints._base import Constraint
 from kconstraints._checks import check_int, check_number
 from kconstraints._linalg import gram_upper
+from kconstraints._registry import register
 from kconstraints._tensors import safe_divisor, scalar, upcast
 
 # Relative margin per term of the longest sum, covering float32 rounding (module docstring).
@@ -263,7 +264,18 @@ def dense_norm_bound(kernel, iterations=10):
     return ops.reshape(upper, ()) * scalar(margin, upper)
 
 
-@register
+@register(
+    family="matrix",
+    convex=True,
+    exact="rescales the kernel by a certified bound of its operator norm",
+    summary=(
+        "Conv1D/2D/3D kernels: the convolution's operator norm <= max_value, certified for "
+        "every input size, padding and stride (not the reshaped matrix's): rescaled by a "
+        "Gram-iteration bound"
+    ),
+    examples=lambda shape: ConvSpectralNorm(1.0),
+    shape=(3, 3, 2, 4),
+)
 class ConvSpectralNorm(Constraint):
     """Convolution operator norm at most `max_value`, certified for every input size.
 
@@ -313,7 +325,16 @@ class ConvSpectralNorm(Constraint):
         return x * factor
 
 
-@register
+@register(
+    family="matrix",
+    convex=False,
+    exact="a rescaling per input channel, not a projection",
+    summary=(
+        "Dense or Conv kernel rescaled per input channel so the layer is certified "
+        "1-Lipschitz (Prach & Lampert 2022); not a projection"
+    ),
+    examples=lambda shape: AOL(),
+)
 class AOL(Constraint):
     """Almost-orthogonal rescaling: a Dense or Conv layer certified 1-Lipschitz, no SVD.
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
-from kconstraints._base import Constraint, register
+from kconstraints._base import Constraint
 from kconstraints._checks import (
     check_array,
     check_broadcast,
@@ -23,7 +23,9 @@ from kconstraints._checks import (
     check_fits,
     check_mask,
 )
+from kconstraints._registry import random_mask, register
 from kconstraints._tensors import Constant
+from kconstraints.bounds import NonNeg
 
 
 class _Masked(Constraint):
@@ -43,7 +45,14 @@ class _Masked(Constraint):
         return ops.not_equal(self._mask_tensor, 0)
 
 
-@register
+@register(
+    family="elementwise",
+    convex=True,
+    exact=True,
+    summary="w = 0 where mask = 0: a fixed connectivity or sparsity pattern",
+    # The mask is a constant of the compiled program.
+    examples=lambda shape: Mask(random_mask(shape)),
+)
 class Mask(_Masked):
     """Fixed sparsity pattern: entries where `mask` is 0 are held at 0.
 
@@ -75,7 +84,13 @@ class Mask(_Masked):
         return ops.where(self._where(w), w, ops.zeros_like(w))
 
 
-@register
+@register(
+    family="elementwise",
+    convex=True,
+    exact=True,
+    summary="w = values where mask = 1, the rest free",
+    examples=lambda shape: Fixed(random_mask(shape), values=0.5),
+)
 class Fixed(_Masked):
     """Frozen entries: where `mask` is 1 the weight is held at `values`; the rest is free.
 
@@ -112,7 +127,13 @@ class Fixed(_Masked):
         return ops.where(self._where(w), self._values.as_dtype_of(w), w)
 
 
-@register
+@register(
+    family="elementwise",
+    convex=True,
+    exact=True,
+    summary="an elementwise constraint applied only where mask = 1 (input-convex layers)",
+    examples=lambda shape: Partial(NonNeg(), random_mask(shape)),
+)
 class Partial(_Masked):
     """An elementwise constraint applied only where `mask` is 1; the rest is left free.
 

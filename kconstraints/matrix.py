@@ -34,7 +34,7 @@ import math
 from keras import ops
 
 from kconstraints._backend import cond
-from kconstraints._base import Constraint, register
+from kconstraints._base import Constraint
 from kconstraints._checks import (
     check_bool,
     check_choice,
@@ -57,10 +57,24 @@ from kconstraints._linalg import (
     symmetric_part,
     transpose,
 )
+from kconstraints._registry import register, square, stacked
 from kconstraints._tensors import clamp, scalar
 
 
-@register
+@register(
+    family="matrix",
+    convex=False,
+    exact=True,
+    summary=(
+        "WᵀW = scale² I (orthonormal columns; rows if W is wide): the polar factor, by "
+        '`"svd"` or matmul-only `"newton_schulz"`'
+    ),
+    examples={
+        "": lambda shape: Orthogonal(batched=stacked(shape)),
+        "newton_schulz": lambda shape: Orthogonal(method="newton_schulz", batched=stacked(shape)),
+    },
+    shape=(3, 4, 4),
+)
 class Orthogonal(Constraint):
     """Orthonormal columns (or rows) times `scale`: the projection onto scaled Stiefel matrices.
 
@@ -116,7 +130,28 @@ class Orthogonal(Constraint):
         return ops.reshape(self.scale * q, w.shape)
 
 
-@register
+@register(
+    family="matrix",
+    convex=True,
+    exact=(
+        '`method="scale"`, `"gram"` and `"power"` rescale the whole matrix into the set: '
+        'feasible, not always the nearest point (`"power"` by an estimate, made exact by '
+        "`project` and `EnforceConstraints`)"
+    ),
+    summary=(
+        'σ₁(W) <= max_value, a Lipschitz bound: `"svd"` clips the singular values (exact); '
+        '`"scale"` and matmul-only `"gram"` rescale, still guaranteed; matvec-only `"power"` '
+        "rescales by an estimate, made exact by `project`/`EnforceConstraints` at each "
+        "epoch's end"
+    ),
+    examples={
+        "": lambda shape: SpectralNorm(1.0, batched=stacked(shape)),
+        "scale": lambda shape: SpectralNorm(1.0, method="scale", batched=stacked(shape)),
+        "gram": lambda shape: SpectralNorm(1.0, method="gram", batched=stacked(shape)),
+        "power": lambda shape: SpectralNorm(1.0, method="power", batched=stacked(shape)),
+    },
+    shape=(3, 4, 4),
+)
 class SpectralNorm(Constraint):
     """Bounded spectral norm: the largest singular value of the matrix is at most `max_value`.
 
@@ -221,7 +256,14 @@ class SpectralNorm(Constraint):
         return ops.where(outside, shrink_factor(upper, bound), exact)
 
 
-@register
+@register(
+    family="matrix",
+    convex=True,
+    exact=True,
+    summary="W = Wᵀ in the last two axes",
+    examples=square(lambda shape: Symmetric()),
+    shape=(3, 4, 4),
+)
 class Symmetric(Constraint):
     """Symmetric matrices: the projection `P(W) = (W + W^T) / 2`.
 
@@ -244,7 +286,17 @@ class Symmetric(Constraint):
         return symmetric_part(self._owner, w)
 
 
-@register
+@register(
+    family="matrix",
+    convex=True,
+    exact=True,
+    summary=(
+        "W = Wᵀ with every eigenvalue in [min, max] (positive definite with a floor: "
+        "`min_value > 0`); exact, one eigh"
+    ),
+    examples=square(lambda shape: EigenBand(0.1, 1.0)),
+    shape=(3, 4, 4),
+)
 class EigenBand(Constraint):
     """Symmetric matrices with every eigenvalue in `[min_value, max_value]`.
 
@@ -293,7 +345,14 @@ class EigenBand(Constraint):
         return _clip_eigenvalues(s, self.min_value, self.max_value)
 
 
-@register
+@register(
+    family="matrix",
+    convex=True,
+    exact=True,
+    summary="W = Wᵀ with every eigenvalue >= 0",
+    examples=square(lambda shape: PSD()),
+    shape=(3, 4, 4),
+)
 class PSD(EigenBand):
     """Positive semidefinite matrices: the symmetric part, negative eigenvalues clipped to 0.
 
@@ -321,7 +380,14 @@ class PSD(EigenBand):
         super().__init__(min_value=0.0)
 
 
-@register
+@register(
+    family="matrix",
+    convex=False,
+    exact=True,
+    summary="rank(W) <= rank: the truncated SVD",
+    examples=lambda shape: LowRank(2 if stacked(shape) else 8, batched=stacked(shape)),
+    shape=(3, 4, 4),
+)
 class LowRank(Constraint):
     """Rank at most `rank`: the truncated SVD, the Eckart-Young projection.
 
@@ -383,7 +449,14 @@ def _clip_eigenvalues(s, low, high):
     return ops.where(ops.any(band != lam, axis=-1)[..., None, None], clipped, s)
 
 
-@register
+@register(
+    family="matrix",
+    convex=False,
+    exact=True,
+    summary="every singular value in [min, max] (almost orthogonal); exact, one SVD",
+    examples=lambda shape: SingularValueBand(0.5, 1.0, batched=stacked(shape)),
+    shape=(3, 4, 4),
+)
 class SingularValueBand(Constraint):
     """Singular values in a band: each clipped into `[min_value, max_value]`.
 
@@ -445,7 +518,14 @@ class SingularValueBand(Constraint):
         return ops.where(ops.any(band != s, axis=-1)[..., None, None], clipped, x)
 
 
-@register
+@register(
+    family="matrix",
+    convex=True,
+    exact=True,
+    summary="Wᵀ = -W in the last two axes",
+    examples=square(lambda shape: Skew()),
+    shape=(3, 4, 4),
+)
 class Skew(Constraint):
     """Skew-symmetric matrices: the projection `P(W) = (W - W^T) / 2`.
 

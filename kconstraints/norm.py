@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from keras import ops
 
-from kconstraints._base import Constraint, register
+from kconstraints._base import Constraint
 from kconstraints._checks import check_axis, check_number, check_ordered, resolve_axis
+from kconstraints._registry import fan_in, register
 from kconstraints._tensors import clamp, l2_norms, safe_divisor, upcast
 
 
@@ -24,7 +25,13 @@ class _NormConstraint(Constraint):
         return x, l2_norms(x, resolve_axis(self._owner, "axis", self.axis, x.shape))
 
 
-@register
+@register(
+    family="slice",
+    convex=True,
+    exact=True,
+    summary="‖slice‖₂ <= max_value",
+    examples=lambda shape: MaxNorm(2.0, axis=fan_in(shape)),
+)
 class MaxNorm(_NormConstraint):
     """Bounded norm: the projection onto `{w : ||w_slice||_2 <= max_value}`.
 
@@ -61,7 +68,13 @@ class MaxNorm(_NormConstraint):
         return x * ops.cast(scale, x.dtype)
 
 
-@register
+@register(
+    family="slice",
+    convex=False,
+    exact=True,
+    summary="‖slice‖₂ = 1",
+    examples=lambda shape: UnitNorm(axis=fan_in(shape)),
+)
 class UnitNorm(_NormConstraint):
     """Unit norm: the projection onto the sphere `{w : ||w_slice||_2 = 1}`.
 
@@ -91,7 +104,13 @@ class UnitNorm(_NormConstraint):
         return x / safe_divisor(norms)
 
 
-@register
+@register(
+    family="slice",
+    convex=False,
+    exact="`rate < 1` moves only part of the way to the set",
+    summary="min <= ‖slice‖₂ <= max; `rate < 1` moves only part of the way",
+    examples=lambda shape: MinMaxNorm(0.5, 2.0, axis=fan_in(shape)),
+)
 class MinMaxNorm(_NormConstraint):
     """Norm in a range: each slice's norm is moved into `[min_value, max_value]`.
 

@@ -16,8 +16,9 @@ import math
 from keras import ops
 
 from kconstraints._backend import fori_loop
-from kconstraints._base import Constraint, register
+from kconstraints._base import Constraint
 from kconstraints._checks import check_bool, check_choice, check_one_axis, resolve_axis
+from kconstraints._registry import register
 from kconstraints._tensors import clamp, cumsum_last, slices_as_rows, upcast
 
 # `method="auto"` takes the pairwise hull for slices up to this length and the
@@ -182,7 +183,16 @@ def isotonic_rows(x, method="auto"):
     return isotonic_rows_merged(x)
 
 
-@register
+@register(
+    family="slice",
+    convex=True,
+    exact=True,
+    summary=(
+        "slice non-decreasing (or non-increasing) along `axis`: exact isotonic regression, "
+        "O(n log^2 n) for long slices"
+    ),
+    examples=lambda shape: Monotonic(axis=0),
+)
 class Monotonic(Constraint):
     """Ordered entries: the projection onto non-decreasing (or non-increasing) sequences.
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kconstraints._base import PACKAGE, Configurable
+from kconstraints._base import Configurable
 from kconstraints._checks import check_constraint, check_number
+from kconstraints._registry import register
 from kconstraints._tensors import upcast
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
+@register(
+    family="soft",
+    convex=False,
+    exact="a regularizer, not a projection: the squared distance to the set, in the loss",
+    summary="not a projection: a regularizer, strength · dist(w, C)², for `kernel_regularizer=`",
+    examples={},
+)
 class Penalty(Configurable, keras.regularizers.Regularizer):
     """Soft constraint: `strength * dist(w, C)^2 = strength * sum((w - P(w))^2)`.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from kconstraints._base import REGISTRY
+from kconstraints._registry import NAMES
 
 
 def serialize(constraint):
@@ -23,8 +23,8 @@ def deserialize(config, custom_objects=None):
     ours = registered.startswith("kconstraints>") or (
         not registered and module.startswith("kconstraints")
     )
-    if name in REGISTRY and ours:
-        return REGISTRY[name].from_config(config.get("config") or {})
+    if name in NAMES and ours:
+        return NAMES[name].from_config(config.get("config") or {})
     return keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
 
 
@@ -48,10 +48,10 @@ def get(identifier):
     if isinstance(identifier, dict):
         return deserialize(identifier)
     if isinstance(identifier, str):
-        if identifier not in REGISTRY:
-            known = ", ".join(sorted(REGISTRY))
+        if identifier not in NAMES:
+            known = ", ".join(sorted(NAMES))
             raise ValueError(f"Unknown constraint identifier {identifier!r}. Known: {known}.")
-        return REGISTRY[identifier]()
+        return NAMES[identifier]()
     if isinstance(identifier, type) and issubclass(identifier, keras.constraints.Constraint):
         return identifier()
     if callable(identifier) and not isinstance(identifier, type):

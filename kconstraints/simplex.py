@@ -20,8 +20,9 @@ import keras
 from keras import ops
 
 from kconstraints._backend import cond, while_loop
-from kconstraints._base import Constraint, register
+from kconstraints._base import Constraint
 from kconstraints._checks import check_axis, check_number, check_ordered, resolve_axis
+from kconstraints._registry import fan_in, register
 from kconstraints._tensors import (
     clamp,
     cumsum_last,
@@ -180,7 +181,20 @@ class _SliceThreshold(Constraint):
         return x, axes, math.prod([x.shape[a] for a in axes])
 
 
-@register
+@register(
+    family="slice",
+    convex=True,
+    exact=True,
+    summary=(
+        "min_value <= slice <= max_value and sum(slice) = total; exact: a few vectorized "
+        "passes (a sort only as a fallback), a sort of the breakpoints with `max_value`"
+    ),
+    examples={
+        "": lambda shape: Simplex(1.0, axis=fan_in(shape)),
+        # The capped and floored simplex: a sort of the 2n breakpoints per slice.
+        "bounded": lambda shape: Simplex(1.0, fan_in(shape), min_value=-0.01, max_value=0.5),
+    },
+)
 class Simplex(_SliceThreshold):
     """Simplex: the projection onto `{w : min_value <= w <= max_value, sum(w_slice) = total}`.
 
@@ -276,7 +290,13 @@ class Simplex(_SliceThreshold):
     _threshold = staticmethod(threshold)
 
 
-@register
+@register(
+    family="slice",
+    convex=True,
+    exact=True,
+    summary="‖slice‖₁ <= radius; exact: a few vectorized passes, a sort only as a fallback",
+    examples=lambda shape: L1Ball(1.0, axis=fan_in(shape)),
+)
 class L1Ball(_SliceThreshold):
     """L1 ball: the projection onto `{w : ||w_slice||_1 <= radius}`.
 

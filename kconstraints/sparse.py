@@ -13,7 +13,7 @@ import math
 
 from keras import ops
 
-from kconstraints._base import Constraint, register
+from kconstraints._base import Constraint
 from kconstraints._checks import (
     check_axis,
     check_int,
@@ -21,6 +21,7 @@ from kconstraints._checks import (
     check_one_axis,
     resolve_axis,
 )
+from kconstraints._registry import register, two_four_axis
 from kconstraints._tensors import slices_as_rows, upcast
 
 
@@ -73,7 +74,16 @@ def count_for_density(density, n):
     return max(1, min(n, math.floor(density * n + 0.5 + 1e-9)))
 
 
-@register
+@register(
+    family="slice",
+    convex=False,
+    exact=True,
+    summary=(
+        "at most k nonzeros per slice (or the fraction `density`): magnitude pruning, ties to "
+        "the lower index; `callbacks.SparsitySchedule` raises the sparsity during `fit()`"
+    ),
+    examples=lambda shape: TopK(density=0.5),
+)
 class TopK(Constraint):
     """Top-k: the projection onto `{w : w_slice has at most k nonzero entries}`.
 
@@ -133,7 +143,22 @@ class TopK(Constraint):
         return restore(_keep_in_rows(rows, k))
 
 
-@register
+@register(
+    family="slice",
+    convex=False,
+    exact=True,
+    summary=(
+        "at most n nonzeros in every group of m consecutive entries along `axis` "
+        "(`NM(2, 4)`: the 2:4 pattern of sparse tensor cores)"
+    ),
+    # Along the first input axis of a multiple of 4 entries; a kernel with
+    # none keeps 2 of each whole column instead.
+    examples=lambda shape: (
+        NM(2, 4, axis=two_four_axis(shape))
+        if two_four_axis(shape) is not None
+        else NM(2, shape[0], axis=0)
+    ),
+)
 class NM(Constraint):
     """N:M sparsity: at most `n` nonzeros in every group of `m` consecutive entries along `axis`.
 

@@ -5,14 +5,25 @@ from __future__ import annotations
 from keras import ops
 
 from kconstraints._backend import fori_loop
-from kconstraints._base import Constraint, register
+from kconstraints._base import Constraint
 from kconstraints._checks import check_int, check_square
 from kconstraints._linalg import transpose
+from kconstraints._registry import register, square
 from kconstraints._tensors import safe_divisor, upcast
 from kconstraints.simplex import simplex_threshold
 
 
-@register
+@register(
+    family="matrix",
+    convex=True,
+    exact="near the projection: dual block ascent, then a rounding step",
+    summary=(
+        "square matrices with entries >= 0 and every row and column summing to 1 exactly "
+        "(to rounding); near the projection: dual block ascent, then a rounding step"
+    ),
+    examples=square(lambda shape: DoublyStochastic()),
+    shape=(3, 4, 4),
+)
 class DoublyStochastic(Constraint):
     """Doubly stochastic matrices: the Birkhoff polytope, every marginal exact.
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import kconstraints as kc
-from kconstraints._base import REGISTRY
+from kconstraints._registry import NAMES as REGISTRY
 from tests.helpers import sample, tensor, to_np
 from tests.models import data, every_kind_model
 
