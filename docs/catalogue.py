@@ -73,9 +73,7 @@ def _by_module(all_specs):
 
 
 def _signature(cls):
-    import inspect
-
-    params = list(inspect.signature(cls.__init__).parameters)[1:]
+    params = cls._arguments()  # `__init__`'s named arguments, as the config stores them
     if cls.__name__ in ("Compose", "Intersection"):
         params = ["[c1, c2, ...]" if p == "constraints" else p for p in params]
     return f"{cls.__name__}({', '.join(params)})"

@@ -112,6 +112,7 @@ def unregister(name):
     SPECS[:] = [s for s in SPECS if s.name != name]
     for key in (name, snake_case(name)):
         NAMES.pop(key, None)
+    keras.saving.get_custom_objects().pop(f"{PACKAGE}>{name}", None)
 
 
 def spec_of(cls) -> Spec:
