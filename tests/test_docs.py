@@ -54,6 +54,11 @@ def test_the_nav_and_the_docs_folder_hold_the_same_pages():
     assert on_disk - set(nav) == set(), "in docs/ but not in mkdocs.yml's nav"
 
 
+def test_the_landing_page_lists_every_guide():
+    listed = set(re.findall(r"\]\((guides/[\w.-]+\.md)\)", PAGES["docs/index.md"]["text"]))
+    assert {f"docs/{page}" for page in listed} == set(GUIDES)
+
+
 @pytest.mark.parametrize("guide", GUIDES)
 def test_every_guide_has_runnable_code_or_an_included_example(guide):
     found = PAGES[guide]
