@@ -96,10 +96,10 @@ def register(*, family, convex, exact, summary, examples, shape=(6, 4)):
         examples = {"": examples}
 
     def declare(cls):
+        unregister(cls.__name__)  # a class defined again (a reloaded module, a test) replaces it
         cls = keras.saving.register_keras_serializable(package=PACKAGE)(cls)
         named = {(f"{cls.__name__}[{k}]" if k else cls.__name__): v for k, v in examples.items()}
         spec = Spec(cls, family, convex, exact, summary, named, tuple(shape))
-        unregister(cls.__name__)  # a class defined again (a reloaded module, a test) replaces it
         SPECS.append(spec)
         NAMES[cls.__name__] = NAMES[snake_case(cls.__name__)] = cls
         return cls

@@ -9,6 +9,7 @@ benchmark cases loop over it. These tests fail when one of them drifts.
 import importlib
 import pathlib
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -170,3 +171,13 @@ def test_a_removed_constraint_leaves_the_registry(new_constraint):
     _registry.unregister("NonPos")
     assert "NonPos" not in _registry.NAMES and "non_pos" not in _registry.NAMES
     assert all(spec.name != "NonPos" for spec in SPECS)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_every_registered_class_loads_in_keras_safe_mode(spec):
+    assert keras.saving.get_registered_object(f"kconstraints>{spec.name}") is spec.cls
+
+
+def test_a_new_constraint_loads_in_safe_mode(new_constraint):
+    config = kc.serialize(new_constraint())
+    assert type(keras.saving.deserialize_keras_object(config, safe_mode=True)) is new_constraint
