@@ -16,9 +16,19 @@ import warnings
 
 import keras
 
-from kconstraints._checks import check_bool, check_int, check_number, check_ordered, check_text
+from kconstraints._backend import sync_training_state
+from kconstraints._checks import (
+    check_bool,
+    check_int,
+    check_number,
+    check_ordered,
+    check_sparsity,
+    check_text,
+)
 from kconstraints.sparse import TopK
 from kconstraints.variables import constrained_variables, project, violations
+
+__all__ = ["ConstraintMonitor", "EnforceConstraints", "SparsitySchedule"]
 
 
 def _worst(found):
@@ -32,24 +42,14 @@ class EnforceConstraints(keras.callbacks.Callback):
     """Project every constrained weight exactly at the start, at each epoch's end and at the end of `fit()`.
 
     Each projection is `kconstraints.project(model)`: every constraint by its
-    exact method (`Constraint.exact`). The optimizer projects a weight only
-    after each of its updates, and only as well as its constraint's per-step
-    method, which leaves three gaps this callback closes:
-
-    - the start: initial, `set_weights()` or loaded weights are never
-      projected, and under `mixed_float16` the first steps can be skipped
-      by the loss scaler (non-finite gradients), so infeasible weights
-      survive them;
-    - the end: with `use_ema=True`, `fit()` finishes by overwriting the
-      weights with their moving average, an average of *unprojected* weights
-      (Keras updates the average before it applies the constraints), which
-      lies outside the set even for a convex one;
-    - estimates: a per-step method that estimates, such as
-      `SpectralNorm(method="power")`, may leave a weight slightly outside;
-      after each epoch (with `each_epoch`) and at the end the weight is
-      exactly inside.
-
-    Non-trainable variables with a constraint are projected too.
+    exact method (`Constraint.exact`), non-trainable variables included. The
+    optimizer projects a weight only after each of its updates, and only as
+    well as its constraint's per-step method, which leaves three gaps that
+    this callback closes (detail: docs/outside-the-optimizer-step.md): the
+    start (initial, set or loaded weights, and the first steps a
+    `mixed_float16` loss scaler skips), the end (the moving average of
+    *unprojected* weights that `use_ema=True` writes over the weights) and
+    estimates (a per-step method such as `SpectralNorm(method="power")`).
 
     Args:
         each_epoch: also project at the end of every epoch (default `True`),
@@ -160,24 +160,19 @@ class ConstraintMonitor(keras.callbacks.Callback):
 class SparsitySchedule(keras.callbacks.Callback):
     """Raise the sparsity of every `TopK`-constrained weight over training, on a polynomial schedule.
 
-    Gradual magnitude pruning (Zhu & Gupta 2017, "To prune, or not to
-    prune"; the schedule of TensorFlow Model Optimization's
-    `PolynomialDecay`): at step `t` the target sparsity is
-    `final + (initial - final) * (1 - p) ** power`, with
-    `p = (t - begin_step) / (end_step - begin_step)` clipped to [0, 1]. It
-    is applied at `begin_step`, every `frequency` steps after it, and from
-    `end_step` on. Each weight whose constraint is a `TopK` then keeps
-    `density = 1 - sparsity` of its entries: the callback sets the
-    constraint's `density` (and `k=None`) and projects those weights at once.
-
-    Steps are counted from `optimizer.iterations` at the start of `fit()`.
-    A `TopK`'s `k` is a shape of the compiled train step, so a change
-    rebuilds the train function (`model.make_train_function(force=True)`):
-    exactly one recompilation per change, and a change is made only when
-    the number of entries kept changes for some weight. A constraint that
-    holds the sparsity in a variable would avoid recompiling, but top-k needs
-    a static `k`, and a rank-based mask of a variable `k` costs a full sort
-    per step; a schedule changes a few dozen times in a run, at most.
+    Gradual magnitude pruning (Zhu & Gupta 2017; tfmot's `PolynomialDecay`):
+    at step `t` the target is `final + (initial - final) * (1 - p) ** power`,
+    `p = (t - begin_step) / (end_step - begin_step)` clipped to [0, 1],
+    applied at `begin_step`, every `frequency` steps after it, and from
+    `end_step` on. Each `TopK` weight then gets, as its variable's
+    `constraint`, a new `TopK` of `density = 1 - sparsity` (the old config,
+    `k=None`), and is projected at once. The `TopK` given to the layer never
+    changes: shared by two models it prunes only where a schedule runs, and
+    the layer's config (what `model.save` writes) keeps it. The step is
+    `optimizer.iterations`, read at the first batch of each `fit()`, which
+    applies the sparsity due then: a run resumed by `BackupAndRestore` prunes
+    as an uninterrupted one. `k` is a static shape of the compiled step: a
+    change of a weight's count rebuilds the train function once (docs/guides/pruning.md).
 
     Args:
         initial_sparsity: the sparsity at `begin_step`, in [0, 1).
@@ -186,8 +181,7 @@ class SparsitySchedule(keras.callbacks.Callback):
         end_step: the step the final sparsity is reached (> `begin_step`).
         power: the exponent of the polynomial (> 0; 3 prunes fast early).
         frequency: the steps between two updates (an int >= 1).
-        name: the key of the measured sparsity (the fraction of zero entries
-            of the `TopK` weights) in the epoch logs.
+        name: the epoch logs' key of the `TopK` weights' measured fraction of zeros.
 
     Example:
 
@@ -199,8 +193,8 @@ class SparsitySchedule(keras.callbacks.Callback):
     >>> schedule = SparsitySchedule(0.0, 0.75, begin_step=0, end_step=4, frequency=2)
     >>> x, y = np.ones((16, 8)), np.ones((16, 4))
     >>> history = model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[schedule])
-    >>> history.history["sparsity"], layer.kernel_constraint.density
-    ([0.65625, 0.75], 0.25)
+    >>> history.history["sparsity"], layer.kernel.constraint.density, layer.kernel_constraint.density
+    ([0.65625, 0.75], 0.25, 1.0)
     """
 
     def __init__(
@@ -215,13 +209,8 @@ class SparsitySchedule(keras.callbacks.Callback):
     ):
         super().__init__()
         owner = type(self).__name__
-        self.initial_sparsity = check_number(
-            owner, "initial_sparsity", initial_sparsity, low=0, high=1
-        )
-        self.final_sparsity = check_number(owner, "final_sparsity", final_sparsity, low=0, high=1)
-        for arg in ("initial_sparsity", "final_sparsity"):
-            if getattr(self, arg) == 1:
-                raise ValueError(f"{owner}: `{arg}` must be < 1 (TopK keeps at least one entry).")
+        self.initial_sparsity = check_sparsity(owner, "initial_sparsity", initial_sparsity)
+        self.final_sparsity = check_sparsity(owner, "final_sparsity", final_sparsity)
         check_ordered(
             owner, "initial_sparsity", self.initial_sparsity, "final_sparsity", self.final_sparsity
         )
@@ -234,9 +223,9 @@ class SparsitySchedule(keras.callbacks.Callback):
         self.sparsity = None
         #: How many times the schedule changed a `TopK` (and rebuilt the train function).
         self.changes = 0
-        self._step = 0
+        self._step = None
         self._begin = 0
-        self._pruned = []
+        self._groups = []
 
     def sparsity_at(self, step):
         """The scheduled target sparsity at `step`."""
@@ -245,55 +234,66 @@ class SparsitySchedule(keras.callbacks.Callback):
         drop = (self.initial_sparsity - self.final_sparsity) * (1.0 - progress) ** self.power
         return self.final_sparsity + drop
 
+    def _last_update(self, step):
+        """The last step at or before `step` where the schedule updates; None before `begin_step`."""
+        if step < self.begin_step:
+            return None
+        if step >= self.end_step:
+            return step
+        return step - (step - self.begin_step) % self.frequency
+
     def on_train_begin(self, logs=None):
-        self._pruned = [
-            (v, v.constraint)
-            for v in constrained_variables(self.model)
-            if isinstance(v.constraint, TopK)
-        ]
-        if not self._pruned:
+        # One group per constraint object: the weights that share a `TopK` share its successors.
+        groups = {}
+        for v in constrained_variables(self.model):
+            if isinstance(v.constraint, TopK):
+                groups.setdefault(id(v.constraint), [v.constraint, []])[1].append(v)
+        if not groups:
             raise ValueError(
                 f"{type(self).__name__}: the model has no weight constrained by `TopK`; "
                 "there is nothing to prune."
             )
-        self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        self._groups = list(groups.values())
+        # Read at the first batch: a `BackupAndRestore` later in the list
+        # restores the optimizer's `iterations` in its own `on_train_begin`.
+        self._step = None
 
     def on_train_batch_begin(self, batch, logs=None):
         self._begin = batch
-        step = self._step
-        if step < self.begin_step:
-            return
-        if (step - self.begin_step) % self.frequency and step < self.end_step:
-            return
-        self._apply(self.sparsity_at(step))
+        first = self._step is None
+        if first:
+            self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        due = self._last_update(self._step)
+        # The first batch applies the sparsity due now, even between two
+        # updates: the variables may hold a constraint older than the weights.
+        if due is not None and (first or due == self._step):
+            self._apply(self.sparsity_at(due))
 
     def on_train_batch_end(self, batch, logs=None):
         # With steps_per_execution > 1 a call covers the steps `_begin` to `batch`.
         self._step += batch - self._begin + 1
 
     def _apply(self, sparsity):
-        changed = []
-        for constraint in {id(c): c for _, c in self._pruned}.values():
-            shapes = [tuple(v.shape) for v, c in self._pruned if c is constraint]
-            before = [constraint.count(shape) for shape in shapes]
-            old = (constraint.k, constraint.density)
-            constraint.k, constraint.density = None, 1.0 - sparsity
-            if [constraint.count(shape) for shape in shapes] == before:
-                constraint.k, constraint.density = old  # the same weights: keep the trace
-            else:
-                changed.append(constraint)
         self.sparsity = sparsity
+        changed = []
+        for group in self._groups:
+            current, variables = group
+            config = dict(current.get_config(), k=None, density=1.0 - sparsity)
+            successor = type(current).from_config(config)
+            counts = [current.count(tuple(v.shape)) for v in variables]
+            if [successor.count(tuple(v.shape)) for v in variables] == counts:
+                continue  # the same weights: keep the trace
+            group[0] = successor
+            for v in variables:
+                v.constraint = successor
+            changed.extend(variables)
         if not changed:
             return
-        # The model, not its variables: on JAX this syncs the trainer's state
-        # first, so the projection is not lost (see `variables.project`).
-        project(
-            [
-                v
-                for v in constrained_variables(self.model)
-                if any(v.constraint is c for c in changed)
-            ]
-        )
+        # Synced through the model, not through its variables: on JAX the
+        # trainer holds the live weights, and the projection must start from
+        # them and be read back before the next step (see `variables.project`).
+        sync_training_state(self.model)
+        project(changed)
         self.model.make_train_function(force=True)
         self.changes += 1
 
@@ -301,8 +301,9 @@ class SparsitySchedule(keras.callbacks.Callback):
         if logs is None:
             return
         zeros = size = 0
-        for v, _ in self._pruned:
-            values = keras.ops.convert_to_numpy(v.value)
-            zeros += int((values == 0).sum())
-            size += values.size
+        for _, variables in self._groups:
+            for v in variables:
+                values = keras.ops.convert_to_numpy(v.value)
+                zeros += int((values == 0).sum())
+                size += values.size
         logs[self.name] = zeros / max(size, 1)

@@ -1,14 +1,15 @@
-"""`EnforceConstraints` and `ConstraintMonitor` inside `fit()` on every backend."""
+"""`EnforceConstraints`, `ConstraintMonitor` and `SparsitySchedule` inside `fit()` on every backend."""
 
 import keras
 import numpy as np
 import pytest
 
 import kconstraints as kc
-from kconstraints.callbacks import ConstraintMonitor, EnforceConstraints
+from kconstraints.callbacks import ConstraintMonitor, EnforceConstraints, SparsitySchedule
+from tests.backend import BACKEND
 from tests.helpers import to_np, tol
 from tests.models import constrained, dense_model, fit, push_outside, small_model
-from tests.references import sigma1
+from tests.references import sigma1, top_k_ref
 
 FEASIBLE = tol("float32", 3.0)
 
@@ -149,7 +150,11 @@ class NormAtEpochEnd(keras.callbacks.Callback):
         self.norms.append(largest_norm(self.model))
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize(
+    "jit_compile",
+    [False, pytest.param(True, marks=pytest.mark.long_on("torch"))],
+    ids=["eager", "jit"],
+)
 def test_enforce_constraints_makes_the_power_method_exact_after_every_epoch(jit_compile):
     model = power_model()
     push_outside(model)
@@ -179,3 +184,242 @@ def test_without_each_epoch_the_estimate_is_left_until_the_end():
 def test_enforce_constraints_rejects_a_bad_each_epoch(each_epoch):
     with pytest.raises(ValueError, match="EnforceConstraints: `each_epoch`"):
         EnforceConstraints(each_epoch=each_epoch)
+
+
+# ------------------------------------------------------------ SparsitySchedule
+
+
+def test_schedule_is_tfmot_polynomial_decay():
+    s = SparsitySchedule(0.2, 0.8, begin_step=10, end_step=50, power=3, frequency=5)
+    for step in (0, 10, 20, 35, 50, 70):
+        p = min(max((step - 10) / 40, 0.0), 1.0)
+        assert s.sparsity_at(step) == pytest.approx(0.8 + (0.2 - 0.8) * (1 - p) ** 3, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"final_sparsity": 1.0}, r"SparsitySchedule: `final_sparsity` must be < 1"),
+        (
+            {"initial_sparsity": -0.1},
+            r"SparsitySchedule: `initial_sparsity` must be finite and in \[0, 1\]",
+        ),
+        (
+            {"initial_sparsity": 0.6, "final_sparsity": 0.5},
+            r"`initial_sparsity` must be <= `final_sparsity`",
+        ),
+        (
+            {"begin_step": 5, "end_step": 5},
+            r"SparsitySchedule: `end_step` must be an int >= 6, got 5",
+        ),
+        ({"frequency": 0}, r"SparsitySchedule: `frequency` must be an int >= 1, got 0"),
+        ({"power": 0}, r"SparsitySchedule: `power` must be finite and in \(0"),
+        ({"name": ""}, r"SparsitySchedule: `name` must be a non-empty string"),
+    ],
+)
+def test_schedule_bad_arguments_fail_in_init(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SparsitySchedule(**kwargs)
+
+
+class TraceCounting(keras.Sequential):
+    """Counts the Python runs of `train_step`: one per trace under JAX jit and tf.function."""
+
+    traces = 0
+
+    def train_step(self, *args):
+        TraceCounting.traces += 1
+        return super().train_step(*args)
+
+
+class TracesPerStep(keras.callbacks.Callback):
+    """The trace count after each step."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen.append(TraceCounting.traces)
+
+
+def run_schedule(jit_compile, model_class=TraceCounting):
+    """3 epochs of 4 steps; the schedule changes k at steps 2, 4, 6 and 8."""
+    keras.utils.set_random_seed(0)
+    model = model_class(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="relu", kernel_constraint=kc.TopK(density=1.0)),
+            keras.layers.Dense(1, kernel_constraint=kc.NM(2, 4)),
+        ]
+    )
+    schedule = SparsitySchedule(0.25, 0.75, begin_step=2, end_step=8, power=1, frequency=2)
+    model.compile(keras.optimizers.SGD(0.01), "mse", jit_compile=jit_compile)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 8)).astype("float32"), rng.normal(size=(32, 1)).astype("float32")
+    spy = TracesPerStep()
+    TraceCounting.traces = 0
+    history = model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[schedule, spy])
+    return model, schedule, history, spy.seen
+
+
+def zeros(variable):
+    return float(np.mean(to_np(variable.value) == 0))
+
+
+def assert_pruned(model, schedule, history):
+    # Sparsities 0.25, 0.4167, 0.5833, 0.75 keep 96, 75, 53, 32 of 128: four changes.
+    assert schedule.changes == 4
+    layer = model.layers[0]
+    assert layer.kernel.constraint.density == pytest.approx(0.25)
+    assert layer.kernel_constraint.get_config() == {"k": None, "density": 1.0, "axis": None}
+    assert zeros(layer.kernel) == pytest.approx(0.75)
+    w = to_np(layer.kernel.value)
+    np.testing.assert_array_equal(w, top_k_ref(k=32)(w))
+    # Measured at the end of each epoch (steps 0-3, 4-7, 8-11).
+    assert history.history["sparsity"] == pytest.approx([0.25, 1 - 53 / 128, 0.75])
+
+
+@pytest.mark.skipif(
+    BACKEND == "torch",
+    reason="torch.compile replays a Python counter at every step: it can not count traces",
+)
+def test_schedule_prunes_and_recompiles_once_per_change():
+    model, schedule, history, traces = run_schedule(jit_compile=True)
+    assert_pruned(model, schedule, history)
+    # Steps 0 and 1 run the first function (TensorFlow traces it twice, as
+    # it creates the optimizer's variables); then one trace per change.
+    assert traces[1] >= 1
+    assert traces[-1] - traces[1] == schedule.changes
+
+
+def test_schedule_in_an_eager_fit():
+    model, schedule, history, _ = run_schedule(jit_compile=False)
+    assert_pruned(model, schedule, history)
+
+
+def test_schedule_needs_a_top_k_weight():
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(1, kernel_constraint=kc.NM(1, 2))]
+    )
+    model.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="SparsitySchedule: the model has no weight constrained"):
+        model.fit(np.ones((4, 4)), np.ones((4, 1)), verbose=0, callbacks=[SparsitySchedule()])
+
+
+def dense_top_k(constraint, layers=1):
+    """Dense layers on 8 inputs (8 units each, the last 4), every kernel under `constraint`, seeded."""
+    keras.utils.set_random_seed(0)
+    units = [8] * (layers - 1) + [4]
+    model = keras.Sequential(
+        [keras.Input((8,))] + [keras.layers.Dense(n, kernel_constraint=constraint) for n in units]
+    )
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    return model
+
+
+def fit_steps(model, callbacks=(), epochs=1):
+    """Fit 4 steps an epoch on fixed data, unshuffled, so that a resumed run sees the same batches."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 8)).astype("float32")
+    y = rng.normal(size=(32, model.output_shape[-1])).astype("float32")
+    return model.fit(
+        x, y, batch_size=8, epochs=epochs, shuffle=False, verbose=0, callbacks=list(callbacks)
+    )
+
+
+def test_schedule_leaves_a_top_k_shared_by_two_models_as_it_is():
+    shared = kc.TopK(density=1.0)
+    config = shared.get_config()
+    pruned, dense = dense_top_k(shared, layers=2), dense_top_k(shared)
+    fit_steps(pruned, [SparsitySchedule(0.0, 0.75, begin_step=0, end_step=2, frequency=1)])
+    assert shared.get_config() == config
+    first, second = (layer.kernel for layer in pruned.layers)
+    # The two kernels that shared a TopK share its successor.
+    assert first.constraint is second.constraint is not shared
+    assert first.constraint.density == pytest.approx(0.25)
+    assert zeros(first) == 0.75
+    assert dense.layers[0].kernel.constraint is shared
+    fit_steps(dense)
+    assert zeros(dense.layers[0].kernel) == 0.0
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Raises at the start of epoch `at`, as a preempted job would stop."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            raise RuntimeError("interrupted")
+
+
+class ZerosPerStep(keras.callbacks.Callback):
+    """The fraction of zeros of each kernel after every step (`self.model` syncs JAX's state)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen.append([zeros(layer.kernel) for layer in self.model.layers])
+
+
+def resume_schedule():
+    # Updates at steps 1, 3, 5, 7 and from 9 on: the run resumes at step 4 or
+    # 8, between two updates, where the restored weights are sparser than
+    # the model's own TopK(density=1.0).
+    return SparsitySchedule(0.25, 0.75, begin_step=1, end_step=9, power=1, frequency=2)
+
+
+@pytest.mark.parametrize("at", [1, 2])
+def test_schedule_resumed_by_backup_and_restore_prunes_as_an_uninterrupted_run(tmp_path, at):
+    whole, steps = dense_top_k(kc.TopK(density=1.0), layers=2), ZerosPerStep()
+    history = fit_steps(whole, [resume_schedule(), steps], epochs=3)
+
+    backup = str(tmp_path / "backup")
+    first = dense_top_k(kc.TopK(density=1.0), layers=2)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        callbacks = [resume_schedule(), keras.callbacks.BackupAndRestore(backup), Interrupt(at)]
+        fit_steps(first, callbacks, epochs=3)
+    # A new process: a new model and schedule, the schedule before the
+    # callback that restores the optimizer's step.
+    resumed = dense_top_k(kc.TopK(density=1.0), layers=2)
+    schedule, resumed_steps = resume_schedule(), ZerosPerStep()
+    callbacks = [schedule, keras.callbacks.BackupAndRestore(backup), resumed_steps]
+    rest = fit_steps(resumed, callbacks, epochs=3)
+
+    # From the first step resumed on: without the sparsity due re-applied
+    # there, that step would run under the model's TopK(density=1.0).
+    assert resumed_steps.seen == steps.seen[4 * at :]
+    assert rest.history["sparsity"] == history.history["sparsity"][at:]
+    assert schedule.sparsity == pytest.approx(0.75)
+    for a, b in zip(whole.layers, resumed.layers, strict=True):
+        assert b.kernel.constraint.get_config() == a.kernel.constraint.get_config()
+        w, v = to_np(a.kernel.value), to_np(b.kernel.value)
+        np.testing.assert_array_equal(v == 0, w == 0)
+        np.testing.assert_allclose(v, w, rtol=1e-5, atol=1e-6)
+
+
+def test_a_scheduled_model_saves_its_top_k_as_given_and_loads_in_safe_mode(tmp_path):
+    model = dense_top_k(kc.TopK(density=1.0))
+    fit_steps(model, [SparsitySchedule(0.0, 0.75, begin_step=0, end_step=2, frequency=1)])
+    path = str(tmp_path / "pruned.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    kernel = loaded.layers[0].kernel
+    # The layer's TopK as given (density 1.0); the weights as pruned (75% zeros).
+    assert loaded.layers[0].kernel_constraint.get_config() == {
+        "k": None,
+        "density": 1.0,
+        "axis": None,
+    }
+    np.testing.assert_array_equal(to_np(kernel.value), to_np(model.layers[0].kernel.value))
+    assert zeros(kernel) == 0.75
+    # The same schedule picks up at the restored step (past end_step): the final sparsity.
+    schedule = SparsitySchedule(0.0, 0.75, begin_step=0, end_step=2, frequency=1)
+    history = fit_steps(loaded, [schedule])
+    assert kernel.constraint.density == pytest.approx(0.25)
+    assert history.history["sparsity"] == [0.75]

@@ -1,12 +1,11 @@
-"""sparse.py: TopK and NM against a stable-sort NumPy reference; callbacks.SparsitySchedule in fit()."""
+"""sparse.py: TopK and NM against a stable-sort NumPy reference."""
 
 import keras
 import numpy as np
 import pytest
 
 import kconstraints as kc
-from kconstraints.callbacks import SparsitySchedule
-from tests.backend import BACKEND, graph_breaks, jit
+from tests.backend import graph_breaks, jit
 from tests.helpers import param_id, sample, tensor, to_np
 from tests.properties import Case, PropertySuite
 from tests.references import n_m_ref, top_k_ref
@@ -182,123 +181,3 @@ def test_saved_model_keeps_the_sparse_constraints_in_safe_mode(tmp_path):
     for a, b in zip(model.layers, loaded.layers, strict=True):
         assert type(b.kernel_constraint) is type(a.kernel_constraint)
         assert b.kernel_constraint.get_config() == a.kernel_constraint.get_config()
-
-
-# ------------------------------------------------------------ SparsitySchedule
-
-
-def test_schedule_is_tfmot_polynomial_decay():
-    s = SparsitySchedule(0.2, 0.8, begin_step=10, end_step=50, power=3, frequency=5)
-    for step in (0, 10, 20, 35, 50, 70):
-        p = min(max((step - 10) / 40, 0.0), 1.0)
-        assert s.sparsity_at(step) == pytest.approx(0.8 + (0.2 - 0.8) * (1 - p) ** 3, abs=1e-12)
-
-
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        ({"final_sparsity": 1.0}, r"SparsitySchedule: `final_sparsity` must be < 1"),
-        (
-            {"initial_sparsity": -0.1},
-            r"SparsitySchedule: `initial_sparsity` must be finite and in \[0, 1\]",
-        ),
-        (
-            {"initial_sparsity": 0.6, "final_sparsity": 0.5},
-            r"`initial_sparsity` must be <= `final_sparsity`",
-        ),
-        (
-            {"begin_step": 5, "end_step": 5},
-            r"SparsitySchedule: `end_step` must be an int >= 6, got 5",
-        ),
-        ({"frequency": 0}, r"SparsitySchedule: `frequency` must be an int >= 1, got 0"),
-        ({"power": 0}, r"SparsitySchedule: `power` must be finite and in \(0"),
-        ({"name": ""}, r"SparsitySchedule: `name` must be a non-empty string"),
-    ],
-)
-def test_schedule_bad_arguments_fail_in_init(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        SparsitySchedule(**kwargs)
-
-
-class TraceCounting(keras.Sequential):
-    """Counts the Python runs of `train_step`: one per trace under JAX jit and tf.function."""
-
-    traces = 0
-
-    def train_step(self, *args):
-        TraceCounting.traces += 1
-        return super().train_step(*args)
-
-
-class TracesPerStep(keras.callbacks.Callback):
-    """The trace count after each step."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen.append(TraceCounting.traces)
-
-
-def run_schedule(jit_compile, model_class=TraceCounting):
-    """3 epochs of 4 steps; the schedule changes k at steps 2, 4, 6 and 8."""
-    keras.utils.set_random_seed(0)
-    model = model_class(
-        [
-            keras.Input((8,)),
-            keras.layers.Dense(16, activation="relu", kernel_constraint=kc.TopK(density=1.0)),
-            keras.layers.Dense(1, kernel_constraint=kc.NM(2, 4)),
-        ]
-    )
-    schedule = SparsitySchedule(0.25, 0.75, begin_step=2, end_step=8, power=1, frequency=2)
-    model.compile(keras.optimizers.SGD(0.01), "mse", jit_compile=jit_compile)
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(32, 8)).astype("float32"), rng.normal(size=(32, 1)).astype("float32")
-    spy = TracesPerStep()
-    TraceCounting.traces = 0
-    history = model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[schedule, spy])
-    return model, schedule, history, spy.seen
-
-
-def zeros(variable):
-    return float(np.mean(to_np(variable.value) == 0))
-
-
-def assert_pruned(model, schedule, history):
-    # Sparsities 0.25, 0.4167, 0.5833, 0.75 keep 96, 75, 53, 32 of 128: four changes.
-    assert schedule.changes == 4
-    layer = model.layers[0]
-    assert layer.kernel_constraint.density == pytest.approx(0.25)
-    assert zeros(layer.kernel) == pytest.approx(0.75)
-    w = to_np(layer.kernel.value)
-    np.testing.assert_array_equal(w, top_k_ref(k=32)(w))
-    # Measured at the end of each epoch (steps 0-3, 4-7, 8-11).
-    assert history.history["sparsity"] == pytest.approx([0.25, 1 - 53 / 128, 0.75])
-
-
-@pytest.mark.skipif(
-    BACKEND == "torch",
-    reason="torch.compile replays a Python counter at every step: it can not count traces",
-)
-def test_schedule_prunes_and_recompiles_once_per_change():
-    model, schedule, history, traces = run_schedule(jit_compile=True)
-    assert_pruned(model, schedule, history)
-    # Steps 0 and 1 run the first function (TensorFlow traces it twice, as
-    # it creates the optimizer's variables); then one trace per change.
-    assert traces[1] >= 1
-    assert traces[-1] - traces[1] == schedule.changes
-
-
-def test_schedule_in_an_eager_fit():
-    model, schedule, history, _ = run_schedule(jit_compile=False)
-    assert_pruned(model, schedule, history)
-
-
-def test_schedule_needs_a_top_k_weight():
-    model = keras.Sequential(
-        [keras.Input((4,)), keras.layers.Dense(1, kernel_constraint=kc.NM(1, 2))]
-    )
-    model.compile("sgd", "mse")
-    with pytest.raises(ValueError, match="SparsitySchedule: the model has no weight constrained"):
-        model.fit(np.ones((4, 4)), np.ones((4, 1)), verbose=0, callbacks=[SparsitySchedule()])
