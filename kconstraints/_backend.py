@@ -72,7 +72,7 @@ from keras import ops
 #   a masked copy of a weight (`_linalg.finite_only`) into each matvec that
 #   reads it, which loses the fast kernel (TensorFlow: 8 power steps on a
 #   1024 x 1024 kernel took 19.9 ms with the copy, 1.8 ms without). So
-#   `simplex` reduces over the slice axes where they lie, and
+#   `_kernels.michelot_threshold` reduces over the slice axes where they lie, and
 #   `_linalg.power_estimate` computes `W^T u` as `u^T W` on the kernel itself.
 # - Gradient accumulation. With `gradient_accumulation_steps=n`, Keras 3.15
 #   applies `variable.constraint` after every micro-step, not once per update.

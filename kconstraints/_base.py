@@ -82,9 +82,9 @@ class Constraint(Configurable, keras.constraints.Constraint):
     A constraint is a stateless callable `w -> P(w)` that the optimizer
     applies after each step. Subclasses implement `project(w)`, which
     receives a tensor with at least one entry and may compute in any float
-    dtype; `__call__` checks the dtype, returns a weight with no entries as
-    it is, and returns the result in the weight's own dtype and shape. The
-    base class itself is the identity, as `keras.constraints.Constraint` is.
+    dtype; `__call__` checks the dtype and states what every constraint
+    returns. The base class itself is the identity, as
+    `keras.constraints.Constraint` is.
     Every `__init__` argument is stored as an attribute of the same name, so
     `get_config()` needs no override.
 
@@ -100,6 +100,17 @@ class Constraint(Configurable, keras.constraints.Constraint):
     elementwise: bool = False
 
     def __call__(self, w):
+        """`P(w)`, the weight constrained: what every constraint returns.
+
+        Args:
+            w: a floating-point weight (a tensor, a variable's value, an array).
+
+        Returns:
+            A tensor of the weight's shape and dtype: the projection runs in
+            `project`'s dtype (float32 for float16/bfloat16 weights) and is
+            cast back. A weight with no entries is returned as zeros of its
+            shape. Each constraint's docstring says only what it adds.
+        """
         w = ops.convert_to_tensor(w)
         dtype = check_float_weight(self._owner, w.dtype)
         if any(size == 0 for size in w.shape):  # no entries: nothing to project

@@ -1,4 +1,4 @@
-"""Every argument check of the package, one function per kind of value.
+"""Every check of the package's arguments and of the weights it is given, one function per kind.
 
 Each check is `check_x(owner, name, value, ...)`: `owner` is the class or
 function the error names first, `name` the argument, `value` what was passed.
@@ -7,7 +7,10 @@ It returns the normalized value, and that is what the caller stores, so
 mistake has one wording, `"{owner}: `{name}` must be ..., got {value!r}."`,
 raised in `__init__` where the user wrote it; the checks that need the
 weight's shape (`resolve_axis`, `check_fits`, `check_matrix`, ...) run when
-the constraint is first traced, before any weight is written.
+the constraint is first traced, before any weight is written. What a walk
+over a model or a list meets on its way (a layer `certify.lipschitz_bound`
+knows no bound of, an item that is neither a variable nor a layer) is
+reported where the walk finds it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,12 @@ import numbers
 
 import keras
 import numpy as np
+
+from kconstraints._constants import (
+    FLOAT64_FEASIBILITY_SLACK,
+    FLOAT64_RESIDUAL_SLACK,
+)
+from kconstraints.serialization import get
 
 # ------------------------------------------------------------ __init__ arguments
 
@@ -137,10 +146,109 @@ def check_one_axis(owner, name, value):
     return int(value)
 
 
+def check_at_least_one(owner, **named):
+    """At least one of the named arguments is not None (`Clip`'s and `EigenBand`'s bounds)."""
+    if all(value is None for value in named.values()):
+        names = " and ".join(f"`{name}`" for name in named)
+        raise ValueError(f"{owner}: give at least one of {names}.")
+
+
+def check_at_most(owner, name, value, limit_name, limit):
+    """Two numbers, already checked, with `value <= limit`."""
+    if value > limit:
+        raise ValueError(
+            f"{owner}: `{name}` must be <= `{limit_name}`, got {name}={value!r}, "
+            f"{limit_name}={limit!r}."
+        )
+
+
+def check_k_or_density(owner, k, density):
+    """Exactly one of `k` (an int >= 0) and `density` (in (0, 1]); returns both, normalized."""
+    if (k is None) == (density is None):
+        raise ValueError(
+            f"{owner}: pass exactly one of `k` and `density`, got k={k!r}, density={density!r}."
+        )
+    if k is not None:
+        return check_int(owner, "k", k, low=0), None
+    return None, check_number(owner, "density", density, low=0, high=1, low_open=True)
+
+
+def check_proper_band(owner, min_value, max_value):
+    """A band of singular values that is not all of [0, inf): no cap needs `min_value > 0`."""
+    if max_value is None and min_value == 0:
+        raise ValueError(
+            f"{owner}: with `max_value`=None, `min_value` must be > 0 (the band "
+            f"[0, inf) holds every matrix), got min_value={min_value!r}."
+        )
+
+
+def check_normal(owner, name, value):
+    """None, or real numbers with at least one entry and not all zero, as a float64 array."""
+    if value is None:
+        return None
+    arr = np.asarray(check_array(owner, name, value))
+    if arr.ndim == 0 or arr.size == 0 or not np.isfinite(arr).all() or not np.any(arr):
+        raise ValueError(
+            f"{owner}: `{name}` must be a finite, non-zero array with at least one dimension, "
+            f"got {value!r}."
+        )
+    return arr
+
+
+def check_system(owner, matrix, offset):
+    """`matrix` (k rows, at least 2 dims) and `offset` (a number or k numbers).
+
+    Returns the float64 matrix and the offset as `check_array` returns it (a
+    float, or an array of k numbers).
+    """
+    a = np.asarray(check_array(owner, "matrix", matrix))
+    if a.ndim < 2 or a.size == 0 or not np.isfinite(a).all():
+        raise ValueError(
+            f"{owner}: `matrix` must be a finite array of shape (rows, n) or (rows, *slice "
+            f"shape), got {matrix!r}."
+        )
+    b = check_array(owner, "offset", offset)
+    if not np.isfinite(b).all() or np.shape(b) not in ((), (a.shape[0],)):
+        raise ValueError(
+            f"{owner}: `offset` must be a finite number or {a.shape[0]} numbers (one per row "
+            f"of `matrix`), got {offset!r}."
+        )
+    return a, b
+
+
+def check_full_row_rank(owner, rank, flat, x0, b):
+    """`flat` (k x n, of numerical `rank`) has k = rank; else say whether `flat x = b` is solvable.
+
+    `x0` is the least-norm least-squares solution, whose residual tells.
+    """
+    k, n = flat.shape
+    if rank == k:
+        return
+    residual = float(np.linalg.norm(flat @ x0 - b))
+    if residual <= FLOAT64_RESIDUAL_SLACK * max(1.0, np.abs(b).max()):
+        verdict = "has a solution: drop the dependent rows"
+    else:
+        verdict = "has no solution: no weight satisfies these equations"
+    raise ValueError(
+        f"{owner}: `matrix` must have full row rank, got rank {rank} for {k} "
+        f"rows of {n} entries; `A w = offset` {verdict} (least-squares residual "
+        f"{residual:.3g})."
+    )
+
+
+def check_elementwise(owner, name, constraint):
+    """A constraint (already resolved) that says it acts on each entry alone."""
+    if not getattr(constraint, "elementwise", False):
+        raise ValueError(
+            f"{owner}: `{name}` must be elementwise (act on each entry alone), got "
+            f"{constraint!r}, which acts on whole slices or does not say it is "
+            "elementwise; apply it to the whole weight or use kconstraints' twin."
+        )
+    return constraint
+
+
 def check_constraint(owner, name, value):
     """A constraint given as an instance, a name or a config, resolved to a callable."""
-    from kconstraints.serialization import get  # serialization imports the registry
-
     try:
         resolved = get(value)
     except ValueError as err:
@@ -157,6 +265,42 @@ def check_constraints(owner, name, value):
             f"{owner}: `{name}` must be a non-empty list of constraints, got {value!r}."
         )
     return [check_constraint(owner, f"{name}[{i}]", v) for i, v in enumerate(value)]
+
+
+def check_sparsity(owner, name, value):
+    """A fraction of zeros in [0, 1), as a float: 1 is out, as a `TopK` keeps at least one entry."""
+    number = check_number(owner, name, value, low=0, high=1)
+    if number == 1:
+        raise ValueError(
+            f"{owner}: `{name}` must be < 1 (TopK keeps at least one entry), got {value!r}."
+        )
+    return number
+
+
+def check_model(owner, value):
+    """A `keras.Model`."""
+    if not isinstance(value, keras.Model):
+        raise ValueError(f"{owner}: expected a keras.Model, got {type(value).__name__}: {value!r}.")
+    return value
+
+
+def check_variable(owner, value):
+    """A `keras.Variable` (a backend-native variable has no constraint the optimizer reads)."""
+    if not isinstance(value, keras.Variable):
+        raise TypeError(
+            f"{owner}: expected a keras.Variable, got {type(value).__name__}; "
+            "a backend-native variable or tensor has no constraint Keras's optimizer reads."
+        )
+    return value
+
+
+def check_keywords(owner, callee, given, known, note=""):
+    """Keyword arguments `given` that `callee` takes (`known`): it would drop any other."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise TypeError(
+            f"{owner}: {callee} would silently ignore {unknown}; it takes {sorted(known)}{note}."
+        )
 
 
 # --------------------------------------------------------------- the weight
@@ -219,6 +363,78 @@ def check_square(owner, shape):
             f"{owner} needs square matrices in the last two axes, but got a weight of "
             f"shape {tuple(shape)}."
         )
+
+
+def check_rank(owner, shape, what, low=2, high=None):
+    """A weight of `low` to `high` dimensions (None: no upper limit); `what` names the kind."""
+    if len(shape) < low or (high is not None and len(shape) > high):
+        raise ValueError(f"{owner} needs {what}, but got a weight of shape {tuple(shape)}.")
+
+
+def check_conv_kernel(owner, shape):
+    """A Conv1D/2D/3D kernel `(*spatial, in, out)`, or a Dense kernel (no spatial axis)."""
+    what = (
+        "a Conv1D/2D/3D kernel (*spatial, in_channels, out_channels) or a Dense kernel "
+        "(input_dim, units)"
+    )
+    check_rank(owner, shape, what, low=2, high=5)
+
+
+def check_slice_shape(owner, name, given, axes, shape):
+    """`given` (an array's shape) is the slice's shape, or flat with the slice's size.
+
+    Plain tuples, no NumPy: this runs while torch.compile traces.
+    """
+    slice_shape = tuple(shape[a] for a in axes)
+    size = math.prod(slice_shape)
+    if tuple(given) not in (slice_shape, (size,)):
+        raise ValueError(
+            f"{owner}: `{name}` of shape {tuple(given)} does not fit a slice of the weight: "
+            f"the slice over axes {axes} of shape {tuple(shape)} has shape {slice_shape} "
+            f"({size} entries); give `{name}` that shape or {size} entries."
+        )
+
+
+def check_count_fits(owner, k, n, axis, shape):
+    """`k` entries kept per slice of `n` entries: `k <= n`."""
+    if k > n:
+        raise ValueError(
+            f"{owner}: `k`={k} is larger than a slice, which has {n} entries "
+            f"(axis={axis!r}, weight of shape {tuple(shape)})."
+        )
+
+
+def check_groups_fit(owner, axis, m, shape, resolved):
+    """The weight's length along `resolved` (the axis `axis` names) is a multiple of `m`."""
+    length = shape[resolved]
+    if length % m:
+        raise ValueError(
+            f"{owner}: the weight's length along `axis`={axis} is {length}, "
+            f"not a multiple of `m`={m} (weight of shape {tuple(shape)})."
+        )
+
+
+def check_simplex_feasible(owner, n, total, min_value, max_value):
+    """A slice of `n` entries in [min_value, max_value] can sum to `total` (up to rounding).
+
+    Returns which bound, if any, leaves a single point: "min", "max" or None.
+    """
+    floor = n * min_value
+    cap = math.inf if max_value is None else n * max_value
+    scale = max(abs(total), abs(floor), abs(cap) if cap < math.inf else 0, 1)
+    slack = FLOAT64_FEASIBILITY_SLACK * scale
+    if floor > total + slack:
+        problem = f"n * min_value = {n} * {min_value!r} = {floor!r} > total"
+    elif cap < total - slack:
+        problem = f"n * max_value = {n} * {max_value!r} = {cap!r} < total"
+    else:
+        if floor >= total - slack:
+            return "min"
+        return "max" if cap <= total + slack else None
+    raise ValueError(
+        f"{owner}: no slice of {n} entries in [min_value, max_value] = "
+        f"[{min_value!r}, {max_value!r}] sums to `total`={total!r}: {problem}."
+    )
 
 
 def _broadcast(a, b):

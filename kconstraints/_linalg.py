@@ -11,10 +11,8 @@ import keras
 from keras import ops
 
 from kconstraints._checks import check_matrix, check_square
+from kconstraints._constants import MACHINE_EPSILON
 from kconstraints._tensors import l2_norms, safe_divisor, upcast
-
-# The relative machine epsilon of each dtype the kernels compute in.
-MACHINE_EPSILON = {"float32": 2.0**-23, "float64": 2.0**-52}
 
 
 def as_matrices(owner, w, batched):
@@ -61,6 +59,7 @@ def frobenius(x):
 
 
 def machine_epsilon(x):
+    """The machine epsilon of `x`'s dtype (`_constants.MACHINE_EPSILON`)."""
     return MACHINE_EPSILON[keras.backend.standardize_dtype(x.dtype)]
 
 

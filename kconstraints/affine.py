@@ -16,15 +16,24 @@ lists, so they survive `.keras` save and load.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from keras import ops
 
 from kconstraints._base import Constraint
-from kconstraints._checks import check_array, check_axis, check_number, resolve_axis
+from kconstraints._checks import (
+    check_axis,
+    check_full_row_rank,
+    check_normal,
+    check_number,
+    check_slice_shape,
+    check_system,
+    resolve_axis,
+)
+from kconstraints._constants import MACHINE_EPSILON
 from kconstraints._registry import affine_rows, bayar_system, fan_in, fan_in_normal, register
 from kconstraints._tensors import Constant, mean, slices_as_rows, upcast
+
+__all__ = ["AffineSet", "CenterAround", "Halfspace", "Hyperplane"]
 
 
 @register(
@@ -48,9 +57,6 @@ class CenterAround(Constraint):
             kernel `(rows, cols, in, out)`, `axis=[0, 1, 2]` centres each
             filter. An int, a list/tuple of ints, and negative axes work.
 
-    Returns:
-        A tensor of the weight's shape and dtype.
-
     Example:
 
     >>> import keras, kconstraints
@@ -68,34 +74,6 @@ class CenterAround(Constraint):
         return x - mean(x, resolve_axis(self._owner, "axis", self.axis, x.shape)) + self.ref_value
 
 
-def _check_normal(owner, normal):
-    """None, or real numbers with at least one entry and not all zero, as a float64 array."""
-    if normal is None:
-        return None
-    arr = np.asarray(check_array(owner, "normal", normal))
-    if arr.ndim == 0 or arr.size == 0 or not np.isfinite(arr).all() or not np.any(arr):
-        raise ValueError(
-            f"{owner}: `normal` must be a finite, non-zero array with at least one dimension, "
-            f"got {normal!r}."
-        )
-    return arr
-
-
-def _check_slice_shape(owner, name, given, axes, shape):
-    """`given` (an array's shape) is the slice's shape, or flat with the slice's size.
-
-    Plain tuples, no NumPy: this runs while torch.compile traces.
-    """
-    slice_shape = tuple(shape[a] for a in axes)
-    size = math.prod(slice_shape)
-    if tuple(given) not in (slice_shape, (size,)):
-        raise ValueError(
-            f"{owner}: `{name}` of shape {tuple(given)} does not fit a slice of the weight: "
-            f"the slice over axes {axes} of shape {tuple(shape)} has shape {slice_shape} "
-            f"({size} entries); give `{name}` that shape or {size} entries."
-        )
-
-
 class _SliceAffine(Constraint):
     """Shared: each slice along `axis` as a row of a matrix, in the weight's compute dtype."""
 
@@ -104,7 +82,7 @@ class _SliceAffine(Constraint):
         x = upcast(w)
         axes = resolve_axis(self._owner, "axis", self.axis, x.shape)
         if given is not None:
-            _check_slice_shape(self._owner, name, given, axes, tuple(x.shape))
+            check_slice_shape(self._owner, name, given, axes, tuple(x.shape))
         return slices_as_rows(x, axes)
 
 
@@ -112,7 +90,7 @@ class _Normal(_SliceAffine):
     """Shared by Hyperplane and Halfspace: `a / ||a||^2`, and `<a, w_slice> - b` per slice."""
 
     def _set_normal(self, normal, offset, axis):
-        self.normal = _check_normal(self._owner, normal)
+        self.normal = check_normal(self._owner, "normal", normal)
         self.offset = check_number(self._owner, "offset", offset)
         self.axis = check_axis(self._owner, "axis", axis)
         if self.normal is not None:
@@ -155,9 +133,6 @@ class Hyperplane(_Normal):
             for each filter of a Conv2D kernel `(rows, cols, in, filters)`;
             `None` is the whole tensor.
 
-    Returns:
-        A tensor of the weight's shape and dtype.
-
     Example:
 
     >>> import keras, kconstraints
@@ -199,9 +174,6 @@ class Halfspace(_Normal):
             for each filter of a Conv2D kernel `(rows, cols, in, filters)`;
             `None` is the whole tensor.
 
-    Returns:
-        A tensor of the weight's shape and dtype.
-
     Example:
 
     >>> import keras, kconstraints
@@ -217,26 +189,6 @@ class Halfspace(_Normal):
     def project(self, w):
         rows, restore, residual, a_scaled = self._residual(w)
         return restore(ops.where(residual > 0, rows - residual * a_scaled, rows))
-
-
-def _check_system(owner, matrix, offset):
-    """`matrix` (k rows, at least 2 dims) of full row rank and `offset` (a number or k numbers).
-
-    Returns the float64 matrix and the offset as an array of k numbers.
-    """
-    a = np.asarray(check_array(owner, "matrix", matrix))
-    if a.ndim < 2 or a.size == 0 or not np.isfinite(a).all():
-        raise ValueError(
-            f"{owner}: `matrix` must be a finite array of shape (rows, n) or (rows, *slice "
-            f"shape), got {matrix!r}."
-        )
-    b = np.asarray(check_array(owner, "offset", offset))
-    if not np.isfinite(b).all() or b.shape not in ((), (a.shape[0],)):
-        raise ValueError(
-            f"{owner}: `offset` must be a finite number or {a.shape[0]} numbers (one per row "
-            f"of `matrix`), got {offset!r}."
-        )
-    return a, np.broadcast_to(b, (a.shape[0],))
 
 
 # Up to this many basis vectors, one product and sum each; more, two matmuls.
@@ -278,9 +230,6 @@ class AffineSet(_SliceAffine):
             each unit of a Dense kernel `(input_dim, units)`, `[0, 1]` for
             each 2-D kernel of a Conv2D kernel `(rows, cols, in, filters)`.
 
-    Returns:
-        A tensor of the weight's shape and dtype.
-
     Example:
 
     >>> import keras, kconstraints
@@ -292,27 +241,15 @@ class AffineSet(_SliceAffine):
     """
 
     def __init__(self, matrix, offset=0.0, axis=0):
-        a, b = _check_system(self._owner, matrix, offset)
-        self.matrix = a
-        self.offset = np.asarray(check_array(self._owner, "offset", offset))
-        self.offset = self.offset if self.offset.ndim else float(self.offset)
+        self.matrix, self.offset = check_system(self._owner, matrix, offset)
         self.axis = check_axis(self._owner, "axis", axis)
-        flat = a.reshape(a.shape[0], -1)
+        flat = self.matrix.reshape(self.matrix.shape[0], -1)
         k, n = flat.shape
+        b = np.broadcast_to(self.offset, (k,))
         u, s, vt = np.linalg.svd(flat, full_matrices=True)
-        rank = int(np.sum(s > s[0] * max(k, n) * np.finfo("float64").eps))
+        rank = int(np.sum(s > s[0] * max(k, n) * MACHINE_EPSILON["float64"]))
         x0 = vt[:rank].T @ ((u[:, :rank].T @ b) / s[:rank])
-        if rank < k:
-            residual = float(np.linalg.norm(flat @ x0 - b))
-            if residual <= 1e-9 * max(1.0, np.abs(b).max()):
-                verdict = "has a solution: drop the dependent rows"
-            else:
-                verdict = "has no solution: no weight satisfies these equations"
-            raise ValueError(
-                f"{self._owner}: `matrix` must have full row rank, got rank {rank} for {k} "
-                f"rows of {n} entries; `A w = offset` {verdict} (least-squares residual "
-                f"{residual:.3g})."
-            )
+        check_full_row_rank(self._owner, rank, flat, x0, b)
         self._x0 = Constant(x0)
         # The smaller basis: the row space (k columns) or the null space (n - k columns).
         self._remove = k <= n - k

@@ -6,9 +6,11 @@ import numpy as np
 from keras import ops
 
 from kconstraints._base import Constraint
-from kconstraints._checks import check_array, check_fits, check_ordered
+from kconstraints._checks import check_array, check_at_least_one, check_fits, check_ordered
 from kconstraints._registry import register
 from kconstraints._tensors import Constant, clamp, upcast
+
+__all__ = ["Clip", "NonNeg"]
 
 
 @register(
@@ -24,9 +26,6 @@ class NonNeg(Constraint):
     `P(w) = max(w, 0)`, entrywise. The same name and behaviour as
     `keras.constraints.NonNeg`, except that the result always keeps the
     weight's dtype (Keras returns float32 for a float64 torch weight).
-
-    Returns:
-        A tensor of the weight's shape and dtype.
 
     Example:
 
@@ -62,9 +61,6 @@ class Clip(Constraint):
             weight's shape (per-entry bounds). `None` means no lower bound.
         max_value: upper bound, likewise. `None` means no upper bound.
 
-    Returns:
-        A tensor of the weight's shape and dtype.
-
     Example:
 
     >>> import keras, kconstraints
@@ -76,9 +72,8 @@ class Clip(Constraint):
     elementwise = True
 
     def __init__(self, min_value=None, max_value=None):
-        if min_value is None and max_value is None:
-            raise ValueError(f"{self._owner}: give at least one of `min_value` and `max_value`.")
         owner = self._owner
+        check_at_least_one(owner, min_value=min_value, max_value=max_value)
         self.min_value = None if min_value is None else check_array(owner, "min_value", min_value)
         self.max_value = None if max_value is None else check_array(owner, "max_value", max_value)
         if min_value is not None and max_value is not None:

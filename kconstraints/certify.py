@@ -36,10 +36,12 @@ import math
 import keras
 import numpy as np
 
-# Relative margin added to every bound computed from a float64 SVD or norm:
-# far above the rounding error of LAPACK's SVD on float64 (a few ulps times
-# the matrix size), so the bound stays an upper bound of the exact value.
-_ROUNDING = 1e-9
+from kconstraints._checks import check_model
+from kconstraints._constants import FLOAT64_NORM_MARGIN
+from kconstraints._grid import conv_grid
+
+__all__ = ["layer_lipschitz_bounds", "lipschitz_bound"]
+
 # The frequency grid of the convolution bound is fine enough that it loses at
 # most this factor (see `_conv_bound`).
 _GRID_TOLERANCE = 0.002
@@ -116,7 +118,7 @@ def _matrix_norm(matrix):
     """The spectral norm of a matrix, by a float64 SVD, rounded up."""
     if matrix.size == 0:
         return 0.0
-    return float(np.linalg.norm(matrix, 2)) * (1 + _ROUNDING)
+    return float(np.linalg.norm(matrix, 2)) * (1 + FLOAT64_NORM_MARGIN)
 
 
 def _conv_bound(kernel):
@@ -129,18 +131,14 @@ def _conv_bound(kernel):
     largest singular value of the kernel's symbol `K(w) = sum_t K[t] e^{-i w.t}`
     over all frequencies (the operator is a Fourier multiplier).
 
-    Computed here in float64 NumPy: `K` on a grid of `N_i` frequencies per axis
-    by an FFT, `sigma_1` at each by an SVD, and between grid points the
-    Bernstein bound of Delattre, Barthelemy & Allauzen 2024 ("Spectral norm
-    of convolutional layers with circular and zero paddings", arXiv
-    2402.00240), as in `kconstraints.lipschitz`: along the segment from the
-    maximizer to its nearest grid point, `u^* K(w) v` (top singular pair,
-    phase-centred) is a trigonometric polynomial of type
-    `s = (pi / 2) sum_i (k_i - 1) / N_i`, flat at its maximum, so the grid
-    loses at most the factor `1 - s^2 / 2`. The grid keeps that factor
-    below `1 + _GRID_TOLERANCE` (four times that for a 3D kernel). (`lipschitz.conv_norm_bound` bounds the same
-    `S` with Gram iteration in the weights' dtype, for use inside a train
-    step; a certificate read once, eagerly, can afford float64 SVDs.)
+    Computed here in float64 NumPy: `K` on the frequency grid of
+    `lipschitz.conv_norm_bound` (`_grid.conv_grid`; the Bernstein bound of
+    Delattre, Barthelemy & Allauzen 2024 between grid points is derived in
+    the `lipschitz` module docstring) by an FFT, `sigma_1` at each point by
+    an SVD, times the grid's factor, which stays below `1 + _GRID_TOLERANCE`
+    (four times that for a 3D kernel). (`conv_norm_bound` bounds the same `S`
+    with Gram iteration in the weights' dtype, for use inside a train step;
+    a certificate read once, eagerly, can afford float64 SVDs.)
     """
     spatial = kernel.shape[:-2]
     active = [k for k in spatial if k > 1]
@@ -148,15 +146,10 @@ def _conv_bound(kernel):
         return _matrix_norm(kernel.reshape(kernel.shape[-2:]))
     # Three active axes: a coarser grid, or it holds about a million points.
     tolerance = _GRID_TOLERANCE * (4 if len(active) > 2 else 1)
-    s_max = math.sqrt(2 * (1 - 1 / (1 + tolerance)))
-    sizes = [
-        1 if k == 1 else max(k, math.ceil(math.pi * len(active) * (k - 1) / (2 * s_max)))
-        for k in spatial
-    ]
-    s = sum(math.pi * (k - 1) / (2 * n) for k, n in zip(spatial, sizes, strict=True))
+    sizes, factor = conv_grid(spatial, tolerance)  # each size >= its axis's taps: the FFT keeps all
     symbol = np.fft.fftn(kernel, s=sizes, axes=tuple(range(len(spatial))))
     sigma = np.linalg.svd(symbol.reshape(-1, *kernel.shape[-2:]), compute_uv=False)[:, 0]
-    return float(np.max(sigma)) / (1 - s * s / 2) * (1 + _ROUNDING)
+    return float(np.max(sigma)) * factor * (1 + FLOAT64_NORM_MARGIN)
 
 
 def _dilate(kernel, dilation):
@@ -243,7 +236,7 @@ def _own_bound(layer, input_shapes, output_shape):
         scale = 1.0 / np.sqrt(_numpy(layer.moving_variance) + layer.epsilon)
         if layer.scale:
             scale = scale * _numpy(layer.gamma)
-        return float(np.max(np.abs(scale))) * (1 + _ROUNDING)
+        return float(np.max(np.abs(scale))) * (1 + FLOAT64_NORM_MARGIN)
     if isinstance(layer, (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D)):
         # |max(a_w) - max(b_w)| <= ||a_w - b_w||: summing over windows counts
         # each entry once per window that holds it.
@@ -463,10 +456,7 @@ def lipschitz_bound(model):
     >>> round(kc.lipschitz_bound(model), 6)
     3.0
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"lipschitz_bound: expected a keras.Model, got {type(model).__name__}: {model!r}."
-        )
+    check_model("lipschitz_bound", model)
     return _walk(model, _propagate)
 
 
@@ -501,10 +491,7 @@ def layer_lipschitz_bounds(model):
     >>> kc.layer_lipschitz_bounds(model)
     {'pool': 3.0, 'flat': 1.0}
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"layer_lipschitz_bounds: expected a keras.Model, got {type(model).__name__}."
-        )
+    check_model("layer_lipschitz_bounds", model)
     found = {}
 
     def record(layer, bounds, input_shapes, output_shape):

@@ -13,6 +13,8 @@ from kconstraints.affine import CenterAround
 from kconstraints.bounds import Clip, NonNeg
 from kconstraints.norm import MaxNorm
 
+__all__ = ["Compose", "Intersection"]
+
 
 class _ConstraintList(Constraint):
     """Shared: a list of constraints, elementwise exactly when every member is."""
@@ -43,9 +45,6 @@ class Compose(_ConstraintList):
         constraints: the constraints, in the order they are applied:
             instances, names (`"non_neg"`) or configs. Each keeps its own
             `axis`.
-
-    Returns:
-        A tensor of the weight's shape and dtype.
 
     Example:
 
@@ -83,7 +82,8 @@ class Intersection(_ConstraintList):
     alternating projections, converge to the nearest point of the
     intersection and not just to some point of it. Each sweep projects once
     onto each set; the count is fixed, so the loop compiles under JAX jit,
-    TF XLA and torch.compile (where it is unrolled: keep it small there).
+    TF XLA and torch.compile, as one loop whatever the count
+    (`_backend.fori_loop`).
 
     When it is exact: at every count when `w` already lies in the
     intersection; after one sweep when the composition of the projections is
@@ -103,9 +103,6 @@ class Intersection(_ConstraintList):
             names or configs; each keeps its own `axis`. The intersection
             must not be empty.
         iterations: the number of sweeps (>= 1).
-
-    Returns:
-        A tensor of the weight's shape and dtype.
 
     Example:
 

@@ -23,14 +23,15 @@ norm of convolutional layers with circular and zero paddings", arXiv
 axis, no FFT: a small DFT by matmuls), each `sigma_1(K(w_g))` is bounded
 from above by Gram iteration, and a factor bridges the grid (the circular
 convolution of size N) to the zero-padded norm; the factor used here is
-derived as follows, from Bernstein's inequality. With `u, v` the top singular
-pair at the maximizer `w*`, `f(w) = Re(e^{i w.c} u^* K(w) v)`, `c` the
-kernel's center, is a bounded function of exponential type
+derived as follows, from Bernstein's inequality. With `u, v` the top
+singular pair at the maximizer `w*`, `f(w) = Re(e^{i w.c} u^* K(w) v)`, `c`
+the kernel's center, is a bounded function of exponential type
 `s = (pi / 2) sum_i (k_i - 1) / N_i` along the segment from `w*` to its
 nearest grid point, maximal (so flat) at `w*`; Bernstein's inequality
 (`|f''| <= s^2 S`) gives `max_g sigma_1(K(w_g)) >= S (1 - s^2 / 2)`. So
 `S <= max_g bound_g / (1 - s^2 / 2)`; `grid_tolerance` sets the grid so
-that this factor is at most `1 + grid_tolerance`.
+that this factor is at most `1 + grid_tolerance`. (The grid and the factor
+are defined once, in `_grid.py`, for this module and `certify`.)
 
 Rounding. The bound is computed in float32 (float64 for float64 kernels)
 and multiplied by `1 + n * 2**-23`, `n` the length of the longest sum
@@ -46,40 +47,19 @@ import math
 from keras import ops
 
 from kconstraints._base import Constraint
-from kconstraints._checks import check_int, check_number
+from kconstraints._checks import check_conv_kernel, check_int, check_number, check_rank
+from kconstraints._constants import SUM_MARGIN_PER_TERM
+from kconstraints._grid import conv_grid
 from kconstraints._linalg import gram_upper
 from kconstraints._registry import register
 from kconstraints._tensors import safe_divisor, scalar, upcast
 
-# Relative margin per term of the longest sum, covering float32 rounding (module docstring).
-_ROUNDING = 2.0**-23
+__all__ = ["AOL", "ConvSpectralNorm", "conv_norm_bound", "dense_norm_bound"]
 
 
-def _check_conv_kernel(owner, shape):
-    """A Conv1D/2D/3D kernel `(*spatial, in, out)`, or a Dense kernel (no spatial axis)."""
-    if not 2 <= len(shape) <= 5:
-        raise ValueError(
-            f"{owner} needs a Conv1D/2D/3D kernel (*spatial, in_channels, out_channels) or "
-            f"a Dense kernel (input_dim, units), but got a weight of shape {tuple(shape)}."
-        )
-
-
-def _grid(kernel_size, grid_tolerance):
-    """Frequencies per spatial axis and the factor `1 / (1 - s^2 / 2)` of the grid (module doc)."""
-    # Plain loops, no generators or zip(strict=...): torch.compile traces this.
-    active = 0
-    for k in kernel_size:
-        active += k > 1
-    if not active:
-        return [1] * len(kernel_size), 1.0
-    # The grid's factor 1 / (1 - s^2 / 2) <= 1 + tol for s <= s_max; each axis takes an
-    # equal share of s.
-    s_max = math.sqrt(2 * (1 - 1 / (1 + grid_tolerance)))
-    sizes, s = [], 0.0
-    for k in kernel_size:
-        sizes.append(1 if k == 1 else math.ceil(math.pi * active * (k - 1) / (2 * s_max)))
-        s += math.pi * (k - 1) / (2 * sizes[-1])
-    return sizes, 1 / (1 - s * s / 2)
+def _rounding_margin(longest_sum):
+    """`1 + n * SUM_MARGIN_PER_TERM` for a longest sum of `n` terms (module docstring)."""
+    return 1 + longest_sum * SUM_MARGIN_PER_TERM
 
 
 def _cos_sin(angle):
@@ -220,13 +200,13 @@ def conv_norm_bound(kernel, iterations=6, grid_tolerance=0.02):
 def _conv_norm_bound(owner, kernel, iterations, grid_tolerance):
     x = ops.convert_to_tensor(kernel)
     shape = tuple(x.shape)
-    _check_conv_kernel(owner, shape)
+    check_conv_kernel(owner, shape)
     x = ops.reshape(upcast(x), shape)  # a tensor, never a tf.Variable (see _backend.py)
-    sizes, factor = _grid(shape[:-2], grid_tolerance)
+    sizes, factor = conv_grid(shape[:-2], grid_tolerance)
     re, im = _symbol(x, sizes)
     per_point = _complex_gram_upper(re, im, iterations)
-    margin = 1 + (math.prod(shape[:-2]) + shape[-2] + shape[-1]) * _ROUNDING
-    # `ops.amax`, not `ops.max`, which breaks torch.compile graphs (as in simplex.py).
+    margin = _rounding_margin(math.prod(shape[:-2]) + shape[-2] + shape[-1])
+    # `ops.amax`, not `ops.max`, which breaks torch.compile graphs (see _backend.py).
     return ops.amax(per_point, axis=0) * scalar(factor * margin, per_point)
 
 
@@ -254,14 +234,10 @@ def dense_norm_bound(kernel, iterations=10):
     owner = "dense_norm_bound"
     iterations = check_int(owner, "iterations", iterations, low=0)
     x = ops.convert_to_tensor(kernel)
-    if len(x.shape) < 2:
-        raise ValueError(
-            f"{owner} needs a matrix (rank >= 2), but got a weight of shape {tuple(x.shape)}."
-        )
+    check_rank(owner, x.shape, "a matrix (rank >= 2)", low=2)
     x = ops.reshape(upcast(x), (-1, x.shape[-1]))
     upper, _ = gram_upper(x, iterations)
-    margin = 1 + (x.shape[0] + x.shape[1]) * _ROUNDING
-    return ops.reshape(upper, ()) * scalar(margin, upper)
+    return ops.reshape(upper, ()) * scalar(_rounding_margin(x.shape[0] + x.shape[1]), upper)
 
 
 @register(
@@ -296,9 +272,6 @@ class ConvSpectralNorm(Constraint):
         iterations: Gram iteration steps per frequency (>= 0).
         grid_tolerance: the frequency grid's share of the slack (> 0).
 
-    Returns:
-        A tensor of the weight's shape and dtype.
-
     Example:
 
     >>> import numpy as np, keras, kconstraints as kc
@@ -317,7 +290,7 @@ class ConvSpectralNorm(Constraint):
         )
 
     def project(self, w):
-        _check_conv_kernel(self._owner, tuple(w.shape))
+        check_conv_kernel(self._owner, tuple(w.shape))
         x = ops.reshape(upcast(w), tuple(w.shape))
         bound = _conv_norm_bound(self._owner, x, self.iterations, self.grid_tolerance)
         limit = scalar(self.max_value, bound)
@@ -354,9 +327,6 @@ class AOL(Constraint):
     move again. It is meant as the constraint of a layer trained with it.
     A Dense kernel is a matrix (rank 2); ranks 3 to 5 are Conv kernels.
 
-    Returns:
-        A tensor of the weight's shape and dtype.
-
     Example:
 
     >>> import keras, kconstraints as kc
@@ -368,11 +338,7 @@ class AOL(Constraint):
 
     def project(self, w):
         shape = tuple(w.shape)
-        if not 2 <= len(shape) <= 5:
-            raise ValueError(
-                f"{self._owner} needs a Dense kernel (rank 2) or a Conv1D/2D/3D kernel "
-                f"(rank 3 to 5), but got a weight of shape {shape}."
-            )
+        check_conv_kernel(self._owner, shape)
         x = ops.reshape(upcast(w), shape)
         sums = _dense_row_sums(x) if len(shape) == 2 else _conv_row_sums(x)
         d = 1 / ops.sqrt(safe_divisor(sums))

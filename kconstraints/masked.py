@@ -20,12 +20,15 @@ from kconstraints._checks import (
     check_array,
     check_broadcast,
     check_constraint,
+    check_elementwise,
     check_fits,
     check_mask,
 )
 from kconstraints._registry import random_mask, register
 from kconstraints._tensors import Constant
 from kconstraints.bounds import NonNeg
+
+__all__ = ["Fixed", "Mask", "Partial"]
 
 
 class _Masked(Constraint):
@@ -64,9 +67,6 @@ class Mask(_Masked):
         mask: 0/1 numbers or booleans, of the weight's shape or broadcastable
             to it (see the module docstring).
 
-    Returns:
-        A tensor of the weight's shape and dtype.
-
     Example:
 
     >>> import keras, kconstraints
@@ -103,9 +103,6 @@ class Fixed(_Masked):
         values: the values of the frozen entries: a number, or an array of
             the weight's shape (or broadcastable to it). Entries where `mask`
             is 0 are ignored.
-
-    Returns:
-        A tensor of the weight's shape and dtype.
 
     Example:
 
@@ -152,9 +149,6 @@ class Partial(_Masked):
         mask: 0/1 numbers or booleans marking the constrained entries, of the
             weight's shape or broadcastable to it (see the module docstring).
 
-    Returns:
-        A tensor of the weight's shape and dtype.
-
     Example:
 
     >>> import keras, kconstraints
@@ -166,13 +160,8 @@ class Partial(_Masked):
     """
 
     def __init__(self, constraint, mask):
-        self.constraint = check_constraint(self._owner, "constraint", constraint)
-        if not getattr(self.constraint, "elementwise", False):
-            raise ValueError(
-                f"{self._owner}: `constraint` must be elementwise (act on each entry alone), got "
-                f"{self.constraint!r}, which acts on whole slices or does not say it is "
-                "elementwise; apply it to the whole weight or use kconstraints' twin."
-            )
+        constraint = check_constraint(self._owner, "constraint", constraint)
+        self.constraint = check_elementwise(self._owner, "constraint", constraint)
         self._set_mask(mask)
 
     def project(self, w):

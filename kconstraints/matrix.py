@@ -20,7 +20,7 @@ of a convolution, or a stack of recurrent kernels).
 last two axes, batched over any leading axes.
 
 Decompositions run in float32 for float16/bfloat16 weights and in the
-weight's own dtype otherwise; the result has the weight's dtype and shape.
+weight's own dtype otherwise.
 Every method compiles under `jax.jit`, TF XLA and `torch.compile`. Measured
 accuracy and cost of each method, including TF XLA's slow SVD on CPUs, are
 on the benchmarks page of the documentation ("Accuracy and cost of the
@@ -36,11 +36,13 @@ from keras import ops
 from kconstraints._backend import cond
 from kconstraints._base import Constraint
 from kconstraints._checks import (
+    check_at_least_one,
     check_bool,
     check_choice,
     check_int,
     check_number,
     check_ordered,
+    check_proper_band,
 )
 from kconstraints._linalg import (
     as_matrices,
@@ -59,6 +61,17 @@ from kconstraints._linalg import (
 )
 from kconstraints._registry import register, square, stacked
 from kconstraints._tensors import clamp, scalar
+
+__all__ = [
+    "PSD",
+    "EigenBand",
+    "LowRank",
+    "Orthogonal",
+    "SingularValueBand",
+    "Skew",
+    "SpectralNorm",
+    "Symmetric",
+]
 
 
 @register(
@@ -101,9 +114,6 @@ class Orthogonal(Constraint):
         batched: `False` reads a kernel of rank > 2 as one matrix
             `(prod(shape[:-1]), shape[-1])`; `True` as a stack of matrices
             in the last two axes (see the module docstring).
-
-    Returns:
-        A tensor of the weight's shape and dtype.
 
     Example:
 
@@ -173,8 +183,7 @@ class SpectralNorm(Constraint):
       vector); `W * min(1, max_value / e)`. The norm may end slightly above
       `max_value`: `exact` is the `"svd"` twin, which `kconstraints.project`,
       `violations` and `callbacks.EnforceConstraints` (each epoch's end)
-      apply. Measured drift, tightness and cost: docs/benchmarks.md,
-      "Accuracy and cost of the matrix methods".
+      apply. Drift, tightness, cost: docs/benchmarks.md (the matrix methods).
 
     Args:
         max_value: the largest allowed singular value (>= 0).
@@ -182,9 +191,6 @@ class SpectralNorm(Constraint):
         iterations: Gram or power steps (`"gram"`, `"power"` only, >= 0).
         batched: `False` reads a kernel of rank > 2 as one matrix, `True` as
             a stack of matrices each bounded on its own (module docstring).
-
-    Returns:
-        A tensor of the weight's shape and dtype.
 
     Example:
 
@@ -272,7 +278,7 @@ class Symmetric(Constraint):
     batched over any leading axes.
 
     Returns:
-        A tensor of the weight's shape and dtype, exactly symmetric.
+        Exactly symmetric matrices.
 
     Example:
 
@@ -318,7 +324,7 @@ class EigenBand(Constraint):
             At least one must be given, and `min_value <= max_value`.
 
     Returns:
-        A tensor of the weight's shape and dtype, exactly symmetric.
+        Exactly symmetric matrices.
 
     Example:
 
@@ -331,8 +337,7 @@ class EigenBand(Constraint):
 
     def __init__(self, min_value=None, max_value=None):
         owner = self._owner
-        if min_value is None and max_value is None:
-            raise ValueError(f"{owner}: give at least one of `min_value` and `max_value`.")
+        check_at_least_one(owner, min_value=min_value, max_value=max_value)
         self.min_value = None if min_value is None else check_number(owner, "min_value", min_value)
         self.max_value = None if max_value is None else check_number(owner, "max_value", max_value)
         if min_value is not None and max_value is not None:
@@ -366,7 +371,7 @@ class PSD(EigenBand):
     symmetric weight whose eigenvalues are all >= 0 is returned unchanged.
 
     Returns:
-        A tensor of the weight's shape and dtype, exactly symmetric.
+        Exactly symmetric matrices.
 
     Example:
 
@@ -403,9 +408,6 @@ class LowRank(Constraint):
         batched: `True` to cap the rank of each matrix in the last two
             axes of a kernel of rank > 2 on its own; `False` (default) to
             cap that of the one reshaped matrix (see the module docstring).
-
-    Returns:
-        A tensor of the weight's shape and dtype.
 
     Example:
 
@@ -480,9 +482,6 @@ class SingularValueBand(Constraint):
         batched: `False` reads a kernel of rank > 2 as one matrix, `True` as
             a stack of matrices each constrained on its own (module docstring).
 
-    Returns:
-        A tensor of the weight's shape and dtype.
-
     Example:
 
     >>> import keras, kconstraints
@@ -495,14 +494,9 @@ class SingularValueBand(Constraint):
     def __init__(self, min_value=0.0, max_value=1.0, batched=False):
         owner = self._owner
         self.min_value = check_number(owner, "min_value", min_value, low=0)
-        if max_value is None:
-            if self.min_value == 0:
-                raise ValueError(
-                    f"{owner}: with `max_value`=None, `min_value` must be > 0 (the band "
-                    f"[0, inf) holds every matrix), got min_value={min_value!r}."
-                )
-            self.max_value = None
-        else:
+        check_proper_band(owner, min_value, max_value)
+        self.max_value = None
+        if max_value is not None:
             self.max_value = check_number(owner, "max_value", max_value, low=0)
             check_ordered(owner, "min_value", self.min_value, "max_value", self.max_value)
         self.batched = check_bool(owner, "batched", batched)
@@ -536,8 +530,7 @@ class Skew(Constraint):
     batched over any leading axes.
 
     Returns:
-        A tensor of the weight's shape and dtype, exactly skew-symmetric
-        (its diagonal exactly 0).
+        Exactly skew-symmetric matrices (the diagonal exactly 0).
 
     Example:
 

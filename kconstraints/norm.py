@@ -16,6 +16,8 @@ from kconstraints._checks import check_axis, check_number, check_ordered, resolv
 from kconstraints._registry import fan_in, register
 from kconstraints._tensors import clamp, l2_norms, safe_divisor, upcast
 
+__all__ = ["MaxNorm", "MinMaxNorm", "UnitNorm"]
+
 
 class _NormConstraint(Constraint):
     """Shared: the weight in its compute dtype and the norm of each slice."""
@@ -45,9 +47,6 @@ class MaxNorm(_NormConstraint):
         max_value: the largest allowed Euclidean norm of a slice (>= 0).
         axis: the axes a norm is taken over (see the module docstring):
             `0` for a Dense kernel, `[0, 1, 2]` for a Conv2D kernel.
-
-    Returns:
-        A tensor of the weight's shape and dtype.
 
     Example:
 
@@ -84,9 +83,6 @@ class UnitNorm(_NormConstraint):
     Args:
         axis: the axes a norm is taken over (see the module docstring):
             `0` for a Dense kernel, `[0, 1, 2]` for a Conv2D kernel.
-
-    Returns:
-        A tensor of the weight's shape and dtype.
 
     Example:
 
@@ -127,9 +123,6 @@ class MinMaxNorm(_NormConstraint):
         rate: the fraction of the way to move, in (0, 1].
         axis: the axes a norm is taken over (see the module docstring):
             `0` for a Dense kernel, `[0, 1, 2]` for a Conv2D kernel.
-
-    Returns:
-        A tensor of the weight's shape and dtype.
 
     Example:
 

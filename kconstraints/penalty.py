@@ -10,6 +10,8 @@ from kconstraints._checks import check_constraint, check_number
 from kconstraints._registry import register
 from kconstraints._tensors import upcast
 
+__all__ = ["Penalty"]
+
 
 @register(
     family="soft",

@@ -6,6 +6,8 @@ import keras
 
 from kconstraints._registry import NAMES
 
+__all__ = ["deserialize", "get", "serialize"]
+
 
 def serialize(constraint):
     """The JSON-ready config of a constraint, as Keras writes it in a `.keras` file."""

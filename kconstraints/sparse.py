@@ -15,63 +15,27 @@ from keras import ops
 
 from kconstraints._base import Constraint
 from kconstraints._checks import (
+    check_at_most,
     check_axis,
+    check_count_fits,
+    check_groups_fit,
     check_int,
-    check_number,
+    check_k_or_density,
     check_one_axis,
     resolve_axis,
 )
+from kconstraints._constants import FLOAT64_PRODUCT_SLACK
+from kconstraints._kernels import keep_largest_in_rows
 from kconstraints._registry import register, two_four_axis
 from kconstraints._tensors import slices_as_rows, upcast
 
-
-def keep_largest(magnitude, k):
-    """A boolean mask of the `k` largest entries of each row of `magnitude`, lower index first on ties.
-
-    `t`, the k-th largest value of a row, comes from a `top_k` of the
-    smaller side (the k largest, or the n - k + 1 smallest). Every entry
-    above `t` is kept, and of the entries equal to `t` the first ones, as
-    many as there is room for: a running count of the ties picks them.
-    Fixed shapes throughout; `0 < k < n` (the caller handles the ends).
-    """
-    n = magnitude.shape[-1]
-    if k <= n - k + 1:
-        t = ops.top_k(magnitude, k)[0][..., k - 1 :]
-    else:  # the k-th largest is the (n - k + 1)-th smallest
-        t = -ops.top_k(-magnitude, n - k + 1)[0][..., n - k :]
-    above = magnitude > t
-    tied = magnitude == t
-    room = k - ops.sum(ops.cast(above, "int32"), axis=-1, keepdims=True)
-    tie_rank = ops.cumsum(ops.cast(tied, "int32"), axis=-1)
-    return ops.logical_or(above, ops.logical_and(tied, tie_rank <= room))
+__all__ = ["NM", "TopK"]
 
 
-def _keep_in_rows(rows, k):
-    """`rows` with all but the `k` largest magnitudes of each row set to 0."""
-    n = rows.shape[-1]
-    if k >= n:
-        return rows
-    if k == 0:
-        return ops.zeros_like(rows)
-    keep = keep_largest(ops.abs(rows), k)
-    return ops.where(keep, rows, ops.zeros_like(rows))
-
-
-def _check_k_or_density(owner, k, density):
-    """Exactly one of `k` (an int >= 0) and `density` (in (0, 1]); returns both, normalized."""
-    if (k is None) == (density is None):
-        raise ValueError(
-            f"{owner}: pass exactly one of `k` and `density`, got k={k!r}, density={density!r}."
-        )
-    if k is not None:
-        return check_int(owner, "k", k, low=0), None
-    return None, check_number(owner, "density", density, low=0, high=1, low_open=True)
-
-
-def count_for_density(density, n):
+def _count_for_density(density, n):
     """The number of entries kept of `n` for a `density`: the nearest integer, halves up, at least 1."""
-    # The small slack absorbs the rounding of `density * n` (0.3 * 10 = 3.0000000000000004).
-    return max(1, min(n, math.floor(density * n + 0.5 + 1e-9)))
+    # The slack absorbs the rounding of `density * n` (0.3 * 10 = 3.0000000000000004).
+    return max(1, min(n, math.floor(density * n + 0.5 + FLOAT64_PRODUCT_SLACK)))
 
 
 @register(
@@ -105,9 +69,6 @@ class TopK(Constraint):
             `(rows, cols, in_channels, filters)`, `axis=[0, 1, 2]` keeps `k`
             per filter.
 
-    Returns:
-        A tensor of the weight's shape and dtype.
-
     Example:
 
     >>> import keras, kconstraints
@@ -120,7 +81,7 @@ class TopK(Constraint):
     """
 
     def __init__(self, k=None, density=None, axis=None):
-        self.k, self.density = _check_k_or_density(self._owner, k, density)
+        self.k, self.density = check_k_or_density(self._owner, k, density)
         self.axis = check_axis(self._owner, "axis", axis)
 
     def count(self, shape):
@@ -128,19 +89,15 @@ class TopK(Constraint):
         axes = resolve_axis(self._owner, "axis", self.axis, shape)
         n = math.prod([shape[a] for a in axes])
         if self.k is None:
-            return count_for_density(self.density, n)
-        if self.k > n:
-            raise ValueError(
-                f"{self._owner}: `k`={self.k} is larger than a slice, which has {n} entries "
-                f"(axis={self.axis!r}, weight of shape {tuple(shape)})."
-            )
+            return _count_for_density(self.density, n)
+        check_count_fits(self._owner, self.k, n, self.axis, shape)
         return self.k
 
     def project(self, w):
         x = upcast(w)
         k = self.count(x.shape)
         rows, restore = slices_as_rows(x, resolve_axis(self._owner, "axis", self.axis, x.shape))
-        return restore(_keep_in_rows(rows, k))
+        return restore(keep_largest_in_rows(rows, k))
 
 
 @register(
@@ -181,9 +138,6 @@ class NM(Constraint):
             filters)`, `axis=2` (the input channels) is the layout of
             the sparse tensor cores.
 
-    Returns:
-        A tensor of the weight's shape and dtype.
-
     Example:
 
     >>> import keras, kconstraints
@@ -195,19 +149,13 @@ class NM(Constraint):
     def __init__(self, n=2, m=4, axis=0):
         self.n = check_int(self._owner, "n", n, low=1)
         self.m = check_int(self._owner, "m", m, low=1)
-        if self.n > self.m:
-            raise ValueError(f"{self._owner}: `n` must be <= `m`, got n={n!r}, m={m!r}.")
+        check_at_most(self._owner, "n", n, "m", m)
         self.axis = check_one_axis(self._owner, "axis", axis)
 
     def project(self, w):
         x = upcast(w)
         (axis,) = resolve_axis(self._owner, "axis", self.axis, x.shape)
-        length = x.shape[axis]
-        if length % self.m:
-            raise ValueError(
-                f"{self._owner}: the weight's length along `axis`={self.axis} is {length}, "
-                f"not a multiple of `m`={self.m} (weight of shape {tuple(x.shape)})."
-            )
+        check_groups_fit(self._owner, self.axis, self.m, tuple(x.shape), axis)
         rows, restore = slices_as_rows(x, (axis,))
         groups = ops.reshape(rows, (-1, self.m))
-        return restore(ops.reshape(_keep_in_rows(groups, self.n), rows.shape))
+        return restore(ops.reshape(keep_largest_in_rows(groups, self.n), rows.shape))

@@ -7,10 +7,12 @@ from keras import ops
 from kconstraints._backend import fori_loop
 from kconstraints._base import Constraint
 from kconstraints._checks import check_int, check_square
+from kconstraints._kernels import simplex_threshold
 from kconstraints._linalg import transpose
 from kconstraints._registry import register, square
 from kconstraints._tensors import safe_divisor, upcast
-from kconstraints.simplex import simplex_threshold
+
+__all__ = ["DoublyStochastic"]
 
 
 @register(
@@ -47,9 +49,6 @@ class DoublyStochastic(Constraint):
     Args:
         iterations: sweeps of the dual ascent (>= 1): each sorts every row
             and every column once.
-
-    Returns:
-        A tensor of the weight's shape and dtype.
 
     Example:
 

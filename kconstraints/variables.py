@@ -21,8 +21,18 @@ from keras import ops
 
 from kconstraints._backend import after_each_step, sync_training_state
 from kconstraints._base import exact_of
+from kconstraints._checks import check_keywords, check_variable
 from kconstraints._tensors import upcast
 from kconstraints.serialization import get
+
+__all__ = [
+    "Variable",
+    "constrain",
+    "constrained_variables",
+    "project",
+    "project_after_step",
+    "violations",
+]
 
 
 def _wrapped_layer(obj):
@@ -222,7 +232,7 @@ def violations(obj):
         else:
             projected = ops.convert_to_tensor(exact_of(v.constraint)(w))
             gap = ops.abs(upcast(w) - upcast(projected))
-            worst = float(ops.convert_to_numpy(ops.max(gap)))
+            worst = float(ops.convert_to_numpy(ops.amax(gap)))  # not ops.max: see _backend.py
         out[_unique(v.path, out)] = worst
     return out
 
@@ -263,11 +273,7 @@ def constrain(variable, constraint, *, project=True):
     >>> keras.ops.convert_to_numpy(v.value).tolist()
     [0.0, 3.0]
     """
-    if not isinstance(variable, keras.Variable):
-        raise TypeError(
-            f"constrain: expected a keras.Variable, got {type(variable).__name__}; "
-            "a backend-native variable or tensor has no constraint Keras's optimizer reads."
-        )
+    check_variable("constrain", variable)
     constraint = get(constraint)
     variable.constraint = constraint
     if constraint is not None:
@@ -312,11 +318,12 @@ def Variable(
     >>> v.constraint
     NonNeg()
     """
-    unknown = sorted(set(kwargs) - _VARIABLE_ARGS)
-    if unknown:
-        raise TypeError(
-            f"kconstraints.Variable: keras.Variable would silently ignore {unknown}; "
-            f"it takes {sorted(_VARIABLE_ARGS)} (and `constraint` here)."
-        )
+    check_keywords(
+        "kconstraints.Variable",
+        "keras.Variable",
+        kwargs,
+        _VARIABLE_ARGS,
+        note=" (and `constraint` here)",
+    )
     variable = keras.Variable(initializer, shape=shape, dtype=dtype, trainable=trainable, **kwargs)
     return constrain(variable, constraint, project=project)

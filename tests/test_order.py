@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import kconstraints as kc
-import kconstraints.order
+from kconstraints import _kernels
 from tests.backend import float64_enabled, jit
 from tests.helpers import dtype_of, sample, tensor, to_np, tol
 from tests.properties import Case, PropertySuite
@@ -48,7 +48,9 @@ def test_ordered_slice_comes_back_bit_for_bit(kind):
     np.testing.assert_array_equal(to_np(kc.Monotonic()(tensor(w))), w)
 
 
-@pytest.mark.parametrize("method", ["pairwise", "merge"])
+@pytest.mark.parametrize(
+    "method", ["pairwise", pytest.param("merge", marks=pytest.mark.long_on("jax"))]
+)
 def test_slices_of_300_entries_match_pava(method):
     w = sample((300, 2), "normal", seed=32) + np.linspace(-3, 3, 300)[:, None]
     got = to_np(kc.Monotonic(method=method)(tensor(w)))
@@ -95,9 +97,22 @@ KINDS = [
 ]
 
 
-@pytest.mark.parametrize("n", [1, 2, 7, 100])
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("increasing", [True, False], ids=["up", "down"])
+LONG_ON_JAX = (True, "all-equal", 100)
+ADVERSARIAL = [
+    pytest.param(
+        increasing,
+        kind,
+        n,
+        id=f"{'up' if increasing else 'down'}-{kind}-{n}",
+        marks=pytest.mark.long_on("jax") if (increasing, kind, n) == LONG_ON_JAX else (),
+    )
+    for increasing in (True, False)
+    for kind in KINDS
+    for n in (1, 2, 7, 100)
+]
+
+
+@pytest.mark.parametrize("increasing, kind, n", ADVERSARIAL)
 def test_merge_matches_pava_and_sklearn_on_adversarial_slices(kind, n, increasing):
     w = adversarial(kind, n)
     with float64_enabled():
@@ -120,7 +135,10 @@ def test_a_strictly_decreasing_slice_becomes_its_mean():
     np.testing.assert_allclose(got, np.full_like(w, 1.0), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize(
+    "dtype",
+    [pytest.param("float16", marks=pytest.mark.long_on("jax")), "bfloat16", "float32", "float64"],
+)
 def test_merge_in_every_dtype_on_a_long_slice(dtype):
     w = sample((200, 2), "normal", seed=36) + np.linspace(-3, 3, 200)[:, None]
     with float64_enabled():
@@ -132,7 +150,7 @@ def test_merge_in_every_dtype_on_a_long_slice(dtype):
     np.testing.assert_allclose(got, want, rtol=0, atol=tol(dtype, 4.0, 256))
 
 
-@pytest.mark.parametrize("n", [4096])
+@pytest.mark.parametrize("n", [pytest.param(4096, marks=pytest.mark.long_on("jax"))])
 def test_long_slices_match_pava_and_sklearn(n):
     w = sample((n, 2), "normal", seed=37) + np.linspace(-4, 4, n)[:, None]
     got = to_np(kc.Monotonic()(tensor(w)))
@@ -142,8 +160,9 @@ def test_long_slices_match_pava_and_sklearn(n):
     assert np.all(np.diff(got, axis=0) >= 0)
 
 
+@pytest.mark.long_on("jax")
 def test_auto_takes_the_merge_above_the_pairwise_length():
-    w = tensor(sample((kconstraints.order.PAIRWISE_MAX_LENGTH + 1, 3), "normal", seed=38))
+    w = tensor(sample((_kernels.PAIRWISE_MAX_LENGTH + 1, 3), "normal", seed=38))
     auto, merge = kc.Monotonic()(w), kc.Monotonic(method="merge")(w)
     np.testing.assert_array_equal(to_np(auto), to_np(merge))
 
@@ -151,7 +170,7 @@ def test_auto_takes_the_merge_above_the_pairwise_length():
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "jit"])
 def test_chunked_path_matches_pava(monkeypatch, compiled):
     # 2 slices of 8 points per chunk: 5 slices run in 3 chunks, the last padded.
-    monkeypatch.setattr(kconstraints.order, "PAIRS_PER_CHUNK", 2 * 8 * 8)
+    monkeypatch.setattr(_kernels, "PAIRS_PER_CHUNK", 2 * 8 * 8)
     w = sample((7, 5), "normal", seed=33)
     c = kc.Monotonic()
     fn = jit(lambda x: c(x)) if compiled else c

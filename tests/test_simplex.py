@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import kconstraints as kc
-from kconstraints.simplex import michelot_threshold, simplex_threshold
+from kconstraints._kernels import michelot_threshold, simplex_threshold
 from tests.backend import float64_enabled, graph_breaks, jit
 from tests.helpers import sample, tensor, to_np
 from tests.properties import Case, PropertySuite
