@@ -5,7 +5,7 @@ import os
 import pytest
 
 from tests.backend import reset_compiler
-from tests.properties import parametrize_suite
+from tests.properties import parametrize_suite, ungenerated
 
 
 def pytest_configure(config):
@@ -56,37 +56,31 @@ def pytest_generate_tests(metafunc):
     parametrize_suite(metafunc)
 
 
-# Tests marked `long` on one backend: each took 15-55 s there on a 2-core CPU
-# (torch: compiling whole models; JAX: the merge isotonic regression run
-# eagerly, one dispatch per loop step), while the same test takes a few
-# seconds on the others. `nox` alone (what CI's `.ci/run` runs) leaves them
-# out to stay within its time; `nox -s long` and the GitHub workflow run them.
-LONG = {
-    "torch": (
-        "tests/test_fit.py::test_fit_keeps_every_kind_of_constrained_weight_feasible[jit]",
-        "tests/test_matrix_bands.py::test_a_compiled_fit_adds_no_graph_break",
-        "tests/test_certify.py::test_compiled_fit_with_conv_spectral_norm_keeps_the_certificate",
-        "tests/test_lipschitz.py::test_a_compiled_fit_keeps_the_certificate",
-        "tests/test_torch_loops.py::test_a_compiled_train_step_breaks_only_where_keras_does",
-        "tests/test_mixed_precision.py::test_compiled_fit_with_loss_scaling[mixed_float16]",
-        "tests/test_examples.py::test_lipschitz_bound_holds_after_fit",
-        "tests/test_callbacks.py::test_enforce_constraints_makes_the_power_method_exact_after_every_epoch[jit]",
-    ),
-    "jax": (
-        "tests/test_order.py::test_long_slices_match_pava_and_sklearn[4096]",
-        "tests/test_order.py::test_auto_takes_the_merge_above_the_pairwise_length",
-        "tests/test_order.py::test_merge_matches_pava_and_sklearn_on_adversarial_slices[up-all-equal-100]",
-        "tests/test_order.py::test_slices_of_300_entries_match_pava[merge]",
-        "tests/test_order.py::test_merge_in_every_dtype_on_a_long_slice[float16]",
-    ),
-}
+def pytest_pycollect_makeitem(collector, name, obj):
+    return ungenerated(collector, name, obj)
+
+
+# `@pytest.mark.long_on("torch")` on a test (or a `pytest.param`) says it took
+# 15-55 s on that backend of a 2-core CPU (torch: compiling whole models;
+# JAX: the merge isotonic regression run eagerly, one dispatch per loop
+# step), while it takes a few seconds on the others. On the backends it
+# names, it is marked `long`: `nox` alone (what CI's `.ci/run` runs) leaves
+# those out (`-m "not long"`) to stay within its time; `nox -s long` and the
+# GitHub workflow run them (`-m long`).
+BACKENDS = ("jax", "tensorflow", "torch")
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
 def pytest_collection_modifyitems(config, items):
     import keras
 
-    prefixes = LONG.get(keras.backend.backend(), ())
+    active = keras.backend.backend()
     for item in items:
-        if item.nodeid.startswith(prefixes):
-            item.add_marker(pytest.mark.long)
+        for mark in item.iter_markers("long_on"):
+            unknown = [b for b in mark.args if b not in BACKENDS]
+            if unknown or not mark.args:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: `long_on` takes backends among {BACKENDS}, got {mark.args!r}."
+                )
+            if active in mark.args:
+                item.add_marker(pytest.mark.long)

@@ -11,7 +11,17 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["EPS", "FLOAT_DTYPES", "dtype_of", "param_id", "sample", "tensor", "to_np", "tol"]
+__all__ = [
+    "EPS",
+    "FLOAT_DTYPES",
+    "dtype_of",
+    "param_id",
+    "sample",
+    "spectrum",
+    "tensor",
+    "to_np",
+    "tol",
+]
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -59,3 +69,11 @@ def sample(shape, kind="normal", seed=0):
     if kind == "large":
         return rng.normal(size=shape) * 1e6
     raise ValueError(kind)
+
+
+def spectrum(s, shape=(7, 4), seed=0):
+    """A float64 matrix of `shape` with singular values `s`."""
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.normal(size=(shape[0], len(s))))
+    v, _ = np.linalg.qr(rng.normal(size=(shape[1], len(s))))
+    return (u * np.asarray(s, dtype="float64")) @ v.T

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 import kconstraints as kc
+from kconstraints._registry import FAMILIES, SPECS
 from tests.helpers import dtype_of, to_np, tol
 from tests.references import violation
 
@@ -120,16 +121,49 @@ def conv_model():
     return keras.Model(inputs, outputs), (8, 8, 2)
 
 
-def every_kind_model():
-    """Dense layers carrying Simplex, L1Ball, Monotonic, Mask, Fixed, Partial, Compose,
-    Intersection and a Penalty, on inputs of shape (6,).
+def family_pick(family, kernel_shape):
+    """The registry's constraint for `family` on a kernel of `kernel_shape`.
 
+    The first spec of the family, in registry order, whose example builds for
+    that shape, an exact projection where the family has one: its result is
+    then what a second projection leaves unchanged, which `assert_feasible`
+    checks. None for a family without examples (`soft`).
+    """
+    specs = sorted((s for s in SPECS if s.family == family), key=lambda s: s.exact is not True)
+    for spec in specs:
+        for make in spec.examples.values():
+            constraint = make(kernel_shape)
+            if constraint is not None:
+                return constraint
+    return None
+
+
+def soft_pick(constraint, strength=0.1):
+    """The registry's soft constraint (a `kernel_regularizer`) on `constraint`'s set."""
+    (spec,) = [s for s in SPECS if s.family == "soft"]
+    return spec.cls(constraint, strength)
+
+
+def every_kind_model():
+    """A constraint of every family of the registry, and the ones an input-convex
+    network and a masked layer use, on Dense layers with inputs of shape (6,).
+
+    One layer per family carries `family_pick` (the "soft" one a penalty,
+    `soft_pick`, on an otherwise free kernel), then Simplex, L1Ball,
+    Monotonic, Mask, Fixed, Partial, Compose with a Penalty, and Intersection.
     The "convex" layer is the one an input-convex network constrains: its
     kernel is non-negative on the 8 rows fed by the previous layer (the
     z-path) and free on the 6 rows fed by the input (the x-path).
     """
     inputs = keras.Input((6,))
-    h = keras.layers.Dense(8, kernel_constraint=kc.Simplex(axis=0), name="simplex")(inputs)
+    h, width = inputs, 6
+    for family in FAMILIES:
+        if family == "soft":
+            kwargs = {"kernel_regularizer": soft_pick(family_pick("slice", (width, 8)))}
+        else:
+            kwargs = {"kernel_constraint": family_pick(family, (width, 8))}
+        h, width = keras.layers.Dense(8, name=family, **kwargs)(h), 8
+    h = keras.layers.Dense(8, kernel_constraint=kc.Simplex(axis=0), name="simplex")(h)
     h = keras.layers.Dense(
         8, kernel_constraint=kc.L1Ball(1.0), bias_constraint=kc.Monotonic(), name="l1"
     )(h)

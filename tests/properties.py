@@ -4,11 +4,14 @@ A test module lists its constraints as `Case`s and subclasses
 `PropertySuite`; `conftest.pytest_generate_tests` parametrizes each test
 method over the module's cases. Every case carries a float64 NumPy reference
 of its projection: a one-line lambda or a function of `tests/references.py`.
+A case's fields decide which tests it gets (`kinds`, `convex`, `projection`):
+a test no case of a module gets is not generated there at all.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from collections.abc import Callable
 
@@ -16,6 +19,7 @@ import numpy as np
 import pytest
 
 import kconstraints
+from kconstraints._registry import spec_of
 from tests.backend import float64_enabled, graph_breaks, jit
 from tests.helpers import EPS, FLOAT_DTYPES, dtype_of, sample, tensor, to_np, tol
 
@@ -25,34 +29,67 @@ class Case:
     constraint: object
     shape: tuple
     reference: Callable[[np.ndarray], np.ndarray]
-    # A convex set: the projection is non-expansive and satisfies the
-    # variational inequality <w - P(w), z - P(w)> <= 0 for feasible z.
-    convex: bool = True
+    # Its set is convex. None: the registry's `convex` of the class, which
+    # holds for the registry's examples; a case whose arguments differ says so.
+    convex: bool | None = None
+    # The constraint returns the nearest point of its set, not a rescaling
+    # into it (AOL, SpectralNorm's "scale") nor a few sweeps towards it
+    # (Sinkhorn's). A convex set's projection is non-expansive and satisfies
+    # <w - P(w), z - P(w)> <= 0 for feasible z: the `convex_only` tests.
+    projection: bool = True
     # Input kinds this case is tested on (see helpers.sample).
     kinds: tuple = ("normal", "ties", "large")
     # Relative tolerance factor (iterative methods get more).
     factor: float = 64
 
+    def __post_init__(self):
+        if self.convex is None:
+            self.convex = spec_of(type(self.constraint)).convex
+
     def __str__(self):
         return f"{self.constraint!r}-{self.shape}"
+
+
+def _parameters(cls, fn):
+    """`(argnames, values, ids)` a suite's test is parametrized with; None if it takes no case."""
+    arguments = inspect.signature(fn).parameters
+    cases = cls.cases
+    if getattr(fn, "convex_only", False):
+        cases = [c for c in cases if c.convex and c.projection]
+    if "kind" in arguments:
+        # Only the input kinds a case declares: no skipped combinations.
+        pairs = [(c, k) for c in cases for k in c.kinds]
+        return "case, kind", pairs, [f"{c}-{k}" for c, k in pairs]
+    if "case" in arguments:
+        return "case", cases, [str(c) for c in cases]
+    return None
 
 
 def parametrize_suite(metafunc):
     cls = metafunc.cls
     if cls is None or not issubclass(cls, PropertySuite):
         return
-    cases = cls.cases
-    if getattr(metafunc.function, "convex_only", False):
-        cases = [c for c in cases if c.convex]
-    if "kind" in metafunc.fixturenames:
-        # Only the input kinds a case declares: no skipped combinations.
-        pairs = [(c, k) for c in cases for k in c.kinds]
-        metafunc.parametrize("case, kind", pairs, ids=[f"{c}-{k}" for c, k in pairs])
-    elif "case" in metafunc.fixturenames:
-        metafunc.parametrize("case", cases, ids=[str(c) for c in cases])
+    parameters = _parameters(cls, metafunc.function)
+    if parameters is not None:
+        argnames, values, ids = parameters
+        metafunc.parametrize(argnames, values, ids=ids)
+
+
+def ungenerated(collector, name, obj):
+    """`[]` for a suite's test that no case of its module gets, else None.
+
+    From `pytest_pycollect_makeitem`: such a test is not collected at all,
+    where parametrizing it with no value would collect one skipped test.
+    """
+    cls = getattr(collector, "obj", None) if isinstance(collector, pytest.Class) else None
+    if cls is None or not issubclass(cls, PropertySuite) or not collector.istestfunction(obj, name):
+        return None
+    parameters = _parameters(cls, obj)
+    return [] if parameters is not None and not parameters[1] else None
 
 
 def convex_only(fn):
+    """The test runs on the cases that project onto a convex set (`convex` and `projection`)."""
     fn.convex_only = True
     return fn
 

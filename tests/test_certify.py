@@ -250,7 +250,7 @@ def conv_matrix_norm(kernel, input_shape, strides):
     return exact_norm(model, [input_shape])
 
 
-@pytest.mark.slow
+@pytest.mark.long_on("torch")
 def test_compiled_fit_with_conv_spectral_norm_keeps_the_certificate():
     keras.utils.set_random_seed(0)
     limits = {"c1": 1.0, "c2": 0.5, "out": 2.0}

@@ -91,7 +91,7 @@ def test_fixed_connectivity_keeps_masked_and_frozen_entries_exact():
     assert r["free_trained"]
 
 
-@pytest.mark.slow
+@pytest.mark.long_on("torch")
 def test_lipschitz_bound_holds_after_fit():
     lipschitz = example("lipschitz_mlp")
     r = lipschitz.main(width=16, epochs=2, samples=256)
@@ -138,7 +138,6 @@ def test_the_pruning_checks_catch_a_dense_kernel():
     assert pruning.two_four_exact(model)
 
 
-@pytest.mark.slow
 def test_certified_digits_certificates_hold():
     digits = example("certified_digits")
     # Eager: torch.compile of this Sequential fails inside dynamo on CPU here

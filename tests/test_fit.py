@@ -1,23 +1,28 @@
 """Constraints inside real training: fit() eager and compiled, custom loops, add_weight;
-every kind of constraint in one compiled function and in one trained model."""
+a constraint of every family of the registry (`tests.models.family_pick`) in one
+compiled function and in one trained model."""
 
 import keras
 import numpy as np
 import pytest
 
 import kconstraints as kc
+from kconstraints._registry import FAMILIES, spec_of
 from tests.backend import BACKEND, apply_gradients, jit
 from tests.helpers import sample, tensor, to_np
 from tests.models import (
     PositiveScale,
     assert_feasible,
+    constrained,
     conv_model,
     data,
     dense_model,
     every_kind_model,
+    family_pick,
     fit,
     push_outside,
     snapshot,
+    soft_pick,
 )
 
 # A violation this small is float32 rounding of a projected weight.
@@ -108,6 +113,7 @@ MASK = sample((6, 4), "ties", seed=60) >= 0
 COLUMN_BOUNDS = np.linspace(0.1, 1.0, 4)  # one bound per column of a (6, 4) weight
 
 ONE_GRAPH = [
+    *(family_pick(family, (6, 4)) for family in FAMILIES if family != "soft"),
     kc.Simplex(axis=0),
     kc.L1Ball(1.0, axis=[0, 1]),
     kc.Monotonic(axis=-1, increasing=False),
@@ -120,10 +126,11 @@ ONE_GRAPH = [
 ]
 
 
-def test_every_constraint_compiles_into_one_graph():
+def test_every_kind_of_constraint_compiles_into_one_graph():
     # One compiled function for all of them: torch.compile takes seconds per function.
     weights = [tensor(sample((6, 4), "normal", seed=65 + i)) for i in range(len(ONE_GRAPH))]
-    penalty = kc.Penalty(kc.Monotonic(), strength=0.5)
+    penalty = soft_pick(kc.Monotonic(), strength=0.5)
+    assert {spec_of(type(c)).family for c in [*ONE_GRAPH, penalty]} == set(FAMILIES)
 
     def everything(*ws):
         return [c(w) for c, w in zip(ONE_GRAPH, ws, strict=True)] + [penalty(ws[0])]
@@ -134,13 +141,29 @@ def test_every_constraint_compiles_into_one_graph():
         np.testing.assert_allclose(to_np(got), to_np(want), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize(
+    "jit_compile",
+    [False, pytest.param(True, marks=pytest.mark.long_on("torch"))],
+    ids=["eager", "jit"],
+)
 def test_fit_keeps_every_kind_of_constrained_weight_feasible(jit_compile):
     keras.utils.set_random_seed(5)
     model = every_kind_model()
+    hard = {spec_of(type(v.constraint)).family for v in constrained(model)}
+    soft = model.get_layer("soft")
+    assert hard | {spec_of(type(soft.kernel_regularizer)).family} == set(FAMILIES)
     push_outside(model)
     before = snapshot(model)
     fit(model, seed=6, jit_compile=jit_compile)
+    if jit_compile:
+        assert model.jit_compile, f"{BACKEND}: Keras turned jit_compile off"
     assert_feasible(model, before, atol=FEASIBLE)
+    # The penalties are the model's losses, and the weight a soft constraint
+    # pulls is never projected: it is still outside the set.
+    penalized = [layer for layer in model.layers if getattr(layer, "kernel_regularizer", None)]
+    penalties = [to_np(layer.kernel_regularizer(layer.kernel.value)) for layer in penalized]
+    np.testing.assert_allclose(sum(to_np(x) for x in model.losses), sum(penalties), rtol=1e-5)
+    assert soft.kernel.constraint is None
+    assert to_np(soft.kernel_regularizer(soft.kernel.value)) > 1e-3
     convex = to_np(model.get_layer("convex").kernel.value)
     assert convex[:8].min() >= 0 and convex[8:].min() < 0, "z-path non-negative, x-path free"

@@ -71,7 +71,9 @@ def test_fit_keeps_half_precision_weights_feasible(policy, optimizer, accumulate
     assert_feasible(model)
 
 
-@pytest.mark.parametrize("policy", ["mixed_float16"], indirect=True)
+@pytest.mark.parametrize(
+    "policy", [pytest.param("mixed_float16", marks=pytest.mark.long_on("torch"))], indirect=True
+)
 def test_compiled_fit_with_loss_scaling(policy):
     """The one jit-compiled case on every backend (torch.compile is slow on CPU).
 

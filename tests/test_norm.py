@@ -21,7 +21,7 @@ class TestNormProperties(PropertySuite):
         Case(kc.UnitNorm(axis=(0, 1, 2)), (2, 2, 3, 5), unit_ref((0, 1, 2)), convex=False),
         # A shell min <= ||w|| <= max is not convex when min > 0.
         Case(kc.MinMaxNorm(0.5, 1.5), (6, 4), min_max_ref(0.5, 1.5, 0), convex=False),
-        Case(kc.MinMaxNorm(0.0, 1.0, axis=1), (6, 4), min_max_ref(0.0, 1.0, 1)),
+        Case(kc.MinMaxNorm(0.0, 1.0, axis=1), (6, 4), min_max_ref(0.0, 1.0, 1), convex=True),
     ]
 
 

@@ -18,12 +18,17 @@ from tests.references import birkhoff, doubly_stochastic_sweeps, per_matrix
 class TestDoublyStochasticProperties(PropertySuite):
     # Not an exact projection: no non-expansiveness or optimality test.
     cases = [
-        Case(kc.DoublyStochastic(3), (4, 4), per_matrix(doubly_stochastic_sweeps(3)), False),
+        Case(
+            kc.DoublyStochastic(3),
+            (4, 4),
+            per_matrix(doubly_stochastic_sweeps(3)),
+            projection=False,
+        ),
         Case(
             kc.DoublyStochastic(2),
             (2, 3, 3),
             per_matrix(doubly_stochastic_sweeps(2), batched=True),
-            False,
+            projection=False,
         ),
     ]
 
