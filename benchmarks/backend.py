@@ -1,101 +1,26 @@
-"""The backend-specific code of the benchmarks only: synchronise, place, describe, train.
+"""What the benchmarks need per backend and nothing else does: synchronise, place, describe, compile.
 
 Compiling, counting graph breaks and finding devices are shared with the
-test suite and live in `tests/backend.py` (imported from here; run
-`python -m benchmarks` from the repository root). Everything else in
+test suite and come from `tests/backend.py`. Everything else in
 `benchmarks/` is written against Keras and these two modules.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import itertools
 import os
-import platform
+import time
 
 import keras
 import numpy as np
 
-from benchmarks.config import cpu_name, thread_env, versions
 from tests.backend import BACKEND, device_of, graph_break_count, jit, on_gpu, reset_compiler
 
-__all__ = [
-    "BACKEND",
-    "compile_fn",
-    "describe",
-    "device_of",
-    "fresh",
-    "graph_break_count",
-    "group_scope",
-    "on_gpu",
-    "sync",
-    "to_device",
-    "torch_mlp_step",
-    "train_step",
-]
-
-_fresh_count = itertools.count()
-
-
-def fresh(fn):
-    """`fn` behind a wrapper with a code object of its own.
-
-    torch's Dynamo keeps its compiled graphs per code object, and checks the
-    guards of every entry on each call. Every kconstraints constraint runs
-    through `Constraint.__call__` and every Keras model through
-    `Model.train_step`, so compiling many of them in one process would make
-    later calls check the guards of all earlier ones (and past 8 entries run
-    eagerly). A user compiles one model; a wrapper per function gives each
-    contender that situation.
-    """
-    namespace = {"fn": fn}
-    name = f"compiled_{next(_fresh_count)}"
-    exec(f"def {name}(*args):\n    return fn(*args)\n", namespace)
-    return namespace[name]
-
-
-def compile_fn(fn):
-    """`fn` compiled the way each backend's users compile a train step.
-
-    On torch behind a `fresh` wrapper, with static shapes as XLA has on the
-    other two backends (one compile per shape).
-    """
-    if BACKEND == "torch":
-        return jit(fresh(fn), dynamic=False)
-    return jit(fn)
-
-
-# Dynamo cache entries allowed per code object within one group of contenders.
-GROUP_RECOMPILE_LIMIT = 256
-
-
-@contextlib.contextmanager
-def group_scope():
-    """Around the compiling and timing of one group of contenders.
-
-    On torch: an empty Dynamo cache and stricter limits, restored on exit.
-    Dynamo keeps compiled graphs per code object. Where a graph break splits
-    a trace, the frame after it (`Constraint.__call__`, Keras's torch
-    `train_step`) is compiled on its own, one cache entry per contender that
-    enters it; past `recompile_limit` entries (8) Dynamo runs that frame
-    eagerly and only logs a warning, which would time eager code as compiled.
-    So the group starts from an empty cache, the limit is raised to hold a
-    group, and reaching it raises: the contender gets an error, not a wrong
-    time.
-    """
-    if BACKEND != "torch":
-        yield
-        return
-    import torch
-
-    limits = dict(
-        recompile_limit=GROUP_RECOMPILE_LIMIT,
-        accumulated_recompile_limit=8 * GROUP_RECOMPILE_LIMIT,
-        fail_on_recompile_limit_hit=True,
-    )
-    with torch._dynamo.config.patch(**limits):
-        reset_compiler()
-        yield
+# Distributions whose versions a result records when they are installed.
+PACKAGES = "kconstraints keras numpy jax jaxlib jax-cuda12-plugin jax-cuda13-plugin tensorflow"
+PACKAGES = (PACKAGES + " tensorflow-cpu torch optax pytest-benchmark matplotlib").split()
 
 
 def sync(out=None):
@@ -127,6 +52,81 @@ def to_device(array):
     return keras.ops.convert_to_tensor(array)
 
 
+def compile_fn(fn):
+    """`fn` compiled the way each backend's users compile a train step (torch: static shapes)."""
+    return jit(fn, dynamic=False) if BACKEND == "torch" else jit(fn)
+
+
+@contextlib.contextmanager
+def compiler_scope():
+    """Around one contender: on torch an empty Dynamo cache, and its recompile limit an error.
+
+    Past `recompile_limit` entries per code object (8; Keras's torch
+    `train_step` and `Constraint.__call__` are one code object each) Dynamo
+    runs the frame eagerly and only logs it, which would time eager code as
+    compiled: the limit is raised for a whole model and reaching it raises.
+    """
+    if BACKEND != "torch":
+        yield
+        return
+    import torch
+
+    limits = dict(recompile_limit=256, accumulated_recompile_limit=2048)
+    with torch._dynamo.config.patch(**limits, fail_on_recompile_limit_hit=True):
+        reset_compiler()
+        yield
+
+
+# The last output of the contender being timed, which `clock` waits for.
+LAST = [None]
+
+
+def timed(call):
+    """The body pytest-benchmark times: one call, its output kept for `clock`."""
+    LAST[0] = call()
+
+
+def clock():
+    """pytest-benchmark's timer (`--benchmark-timer`): the device synchronised, then the clock.
+
+    pytest-benchmark reads the timer before and after each round of calls;
+    waiting for the last output there times the work of the whole round (JAX
+    and GPUs run asynchronously), not its dispatch, and not the latency of a
+    synchronisation after every call (3 times a 1e4-entry copy on JAX, CPU).
+    """
+    sync(LAST[0])
+    return time.perf_counter()
+
+
+def first_call(call):
+    """Run `call` once (compiling it) and once more; (compile seconds, graph breaks, seconds)."""
+    seen, start = graph_break_count(), time.perf_counter()
+    sync(call())
+    compile_s = time.perf_counter() - start
+    breaks = graph_break_count() - seen
+    start = time.perf_counter()
+    sync(call())
+    return compile_s, breaks if BACKEND == "torch" else None, time.perf_counter() - start
+
+
+def describe() -> dict:
+    """What pytest-benchmark's machine_info lacks: the backend, its device, the packages, the load."""
+    info = {"backend": BACKEND, "kind": "gpu" if on_gpu() else "cpu"}
+    if on_gpu():
+        info["name"] = _gpu_name()
+    info["array_device"] = device_of(to_device(np.zeros(4, "float32")))
+    info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    info["packages"] = {}
+    for name in PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            info["packages"][name] = importlib.metadata.version(name)
+    if BACKEND == "torch":
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+    return info
+
+
 def _gpu_name() -> str:
     if BACKEND == "jax":
         import jax
@@ -142,53 +142,30 @@ def _gpu_name() -> str:
     return torch.cuda.get_device_name(0)
 
 
-def describe() -> dict:
-    """The device, the host and every package version, for the result file."""
-    info = {
-        "backend": BACKEND,
-        "kind": "gpu" if on_gpu() else "cpu",
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "load_average": [round(v, 2) for v in os.getloadavg()],
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "packages": versions(),
-    }
-    info["name"] = _gpu_name() if on_gpu() else info["cpu"]
-    info["threads_env"] = {k: os.environ[k] for k in thread_env(1) if k in os.environ}
-    if BACKEND == "torch":
-        import torch
-
-        info["torch_threads"] = torch.get_num_threads()
-    info["array_device"] = device_of(to_device(np.zeros(4, "float32")))
-    return info
-
-
 def train_step(model, x, y):
-    """A zero-argument callable that runs one compiled `model.train_step` on `(x, y)`.
+    """A zero-argument callable running one compiled `model.train_step` on `(x, y)`.
 
-    The step is Keras's own (`fit()` runs the same one), compiled as `fit()`
-    compiles it with `jit_compile=True`; the call returns the step's logs,
-    which `sync` waits for. The model must be compiled and built.
+    Keras's own step (`fit()` runs the same one), compiled as `fit()`
+    compiles it with `jit_compile=True`. The model must be compiled and built.
     """
     data = (x, y)
     if BACKEND == "jax":
         import jax
 
         step = jax.jit(model.train_step, donate_argnums=0)
-        variables = (
+        groups = (
             model.trainable_variables,
             model.non_trainable_variables,
             model.optimizer.variables,
             model.metrics_variables,
         )
         # Copies: donation frees the buffers, and the Keras variables keep theirs.
-        state = [[keras.ops.copy(v.value) for v in group] for group in variables]
+        state = [[keras.ops.copy(v.value) for v in group] for group in groups]
 
         def call():
             nonlocal state
             logs, state = step(state, data)
-            return logs
+            return logs, state
 
         return call
     step = compile_fn(model.train_step)
@@ -196,28 +173,23 @@ def train_step(model, x, y):
 
 
 def torch_mlp_step(spec, project=None, parametrize=None):
-    """A compiled train step of the MLP written in plain torch (for torch's own tools).
+    """A compiled train step of the MLP in plain torch, for torch's own parametrizations.
 
-    `project(kernel_shape)` builds a constraint that is applied to each kernel
-    after the optimizer step, as Keras applies constraints; `parametrize(linear)`
-    reparametrizes every layer, as `torch.nn.utils.parametrizations` does. A
-    torch `Linear` stores the transpose of a Keras Dense kernel: `project`
-    sees the Keras layout `(input_dim, units)`.
+    `project(kernel_shape)` builds a constraint applied to each kernel after
+    the optimizer step, as Keras applies constraints, in Keras's layout
+    `(input_dim, units)` (a torch `Linear` stores the transpose);
+    `parametrize(linear)` reparametrizes every layer instead.
     """
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     inputs, hidden, classes, batch = spec
-    widths = [inputs, *hidden, classes]
-    pairs = list(itertools.pairwise(widths))
+    pairs = list(itertools.pairwise([inputs, *hidden, classes]))
     linears = [torch.nn.Linear(a, b) for a, b in pairs]
     constraints = [None if project is None else project(pair) for pair in pairs]
-    if parametrize is not None:
-        for linear in linears:
-            parametrize(linear)
-    layers = []
-    for linear in linears:
-        layers += [linear, torch.nn.ReLU()]
+    for linear in linears if parametrize else ():
+        parametrize(linear)
+    layers = [m for linear in linears for m in (linear, torch.nn.ReLU())]
     model = torch.nn.Sequential(*layers[:-1]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randn(batch, inputs, device=device)

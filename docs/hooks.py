@@ -1,10 +1,10 @@
 """mkdocs hook: show the committed benchmark results on the benchmarks page.
 
 Each folder `benchmarks/results/<device>/` holds the `README.md` and PNG plots
-that `python -m benchmarks` wrote. The PNGs are added to the site as they are
-(no copy under docs/), and each README is appended to `benchmarks.md` in
-place of the marker, its headings two levels down and its image links pointed
-at those files.
+that `python -m benchmarks` drew from its pytest-benchmark JSON files (one per
+backend). The PNGs are added to the site as they are (no copy under docs/),
+and each README is appended to `benchmarks.md` in place of the marker, its
+headings two levels down and its image links pointed at those files.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The benchmarks compare like with like: every constraint has a case, and each twin reaches the same set.
 
-A benchmark case (`benchmarks/cases.py`) is timed against its twins, other
+The benchmark cases are the registry's example variants (`benchmarks/cases.py`
+loops over `kconstraints._registry.SPECS`); each is timed against its twins, other
 libraries' ways to keep a weight in the same set: `keras.constraints`,
 `optax.projections` (JAX), a `torch.nn.utils.parametrizations` (torch) or
 `keras.layers.SpectralNormalization`. The timings are fair only if both
@@ -14,12 +15,14 @@ import numpy as np
 import pytest
 
 import kconstraints as kc
-from benchmarks.cases import CASES, twins_for
+from benchmarks.cases import CPU_MAX_SIZE, MAX_SIZE, TWINS, registry_cases
+from kconstraints._registry import SPECS
 from tests.backend import BACKEND
 
 # Dense kernels (input_dim, units), tall and square, and a Conv2D kernel.
 SHAPES = {"dense": (6, 5), "square": (5, 5), "conv2d": (3, 3, 4, 4)}
-TWINS = [(case, twin) for case in CASES for twin in twins_for(case, BACKEND)]
+CASES = registry_cases()
+CASE_TWINS = [(case, twin) for case in CASES for twin in case.twins_on(BACKEND)]
 
 
 def exported_constraints():
@@ -56,8 +59,22 @@ def project(constraint, w):
 
 
 def test_every_exported_constraint_has_a_case():
-    missing = set(exported_constraints()) - {c.name for c in CASES}
-    assert not missing, f"add a Case to benchmarks/cases.py for {sorted(missing)}"
+    missing = set(exported_constraints()) - {c.name.partition("[")[0] for c in CASES}
+    assert not missing, f"give {sorted(missing)} `examples` in its @register(...)"
+
+
+def test_every_registry_variant_is_a_case():
+    variants = [name for spec in SPECS for name in spec.examples]
+    assert variants, "the registry lists no examples"
+    assert [c.name for c in CASES] == variants
+
+
+@pytest.mark.parametrize("table", ["TWINS", "MAX_SIZE", "CPU_MAX_SIZE"])
+def test_the_benchmarks_own_tables_name_registry_variants(table):
+    """No stale entries: a renamed or removed variant must leave benchmarks/cases.py too."""
+    keys = {"TWINS": TWINS, "MAX_SIZE": MAX_SIZE, "CPU_MAX_SIZE": CPU_MAX_SIZE}[table]
+    stale = set(keys) - {name for spec in SPECS for name in spec.examples}
+    assert not stale, f"benchmarks/cases.py {table} names no registry variant: {sorted(stale)}"
 
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
@@ -74,11 +91,11 @@ def test_case_builds_the_constraint_it_is_named_after(case, shape):
 
 
 def _projection_twins():
-    return [(c, t) for c, t in TWINS if t.make is not None]
+    return [(c, t) for c, t in CASE_TWINS if t.make is not None]
 
 
 def _other_twins():
-    return [(c, t) for c, t in TWINS if t.make is None]
+    return [(c, t) for c, t in CASE_TWINS if t.make is None]
 
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
@@ -95,7 +112,8 @@ def test_projection_twin_computes_the_same_projection(case, twin, shape):
     w = gaussian(shape)
     expected = project(constraint, w)
     assert not np.allclose(expected, w, atol=1e-3), "start outside the set"
-    got = keras.ops.convert_to_numpy(twin.make(shape)(keras.ops.convert_to_tensor(w)))
+    got = twin.make(shape, constraint)(keras.ops.convert_to_tensor(w))
+    got = keras.ops.convert_to_numpy(got)
     # Keras divides by `norm + 1e-7`: equal up to that epsilon.
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=twin.name)
 
