@@ -46,8 +46,8 @@ def install(session, backend, *groups):
 
 
 # What the default run leaves out: tests that take 15 s or more on one backend
-# of a 2-core CPU (tests/conftest.py lists them; `nox -s long` runs them, and so
-# does CI's workflow).
+# of a 2-core CPU (marked `long_on(backend)` at the test, `long` on that backend
+# by tests/conftest.py; `nox -s long` runs them, and so does CI's workflow).
 NOT_LONG = ["-m", "not long"]
 # The suite in one worker process per core (pytest-xdist): on a 2-core CPU the
 # JAX suite took 624 s instead of 855 s. The multi-device, multi-process and
@@ -102,14 +102,10 @@ def demo(session):
     session.run("python", "examples/demo.py", env={"KERAS_BACKEND": backend, **QUIET_TF})
 
 
-# The smoke run's cases: an elementwise constraint and a norm, each with a Keras twin.
-SMOKE_CASES = "NonNeg,MaxNorm"
-
-
 @nox.session(default=False)
 @nox.parametrize("backend", BACKENDS)
 def bench_smoke(session, backend):
-    """The benchmark harness's tests and `python -m benchmarks --quick` on two cases."""
+    """The benchmark harness's tests: `python -m benchmarks --quick` on two cases, JSON and page."""
     install(session, backend, "test", "bench", *REFERENCES[backend])
     run_bench_smoke(session, backend)
 
@@ -117,14 +113,12 @@ def bench_smoke(session, backend):
 def run_bench_smoke(session, backend, *select):
     env = {"KERAS_BACKEND": backend, **QUIET_TF}
     session.run("pytest", "benchmarks/test_harness.py", *select, *session.posargs, env=env)
-    out = pathlib.Path(session.create_tmp()) / "bench-quick"  # never benchmarks/results/
-    args = ["--quick", "--backend", backend, "--cases", SMOKE_CASES, "--train-models", "mlp"]
-    session.run("python", "-m", "benchmarks", *args, "--fresh", "--out", str(out), env=env)
 
 
 @nox.session(default=False)
 def bench(session):
-    """Benchmark every constraint on every backend; arguments go to `python -m benchmarks`."""
+    """Benchmark every constraint on every backend (pytest-benchmark, one process each) into
+    benchmarks/results/<device>/; arguments go to `python -m benchmarks`."""
     references = [g for backend in BACKENDS for g in REFERENCES[backend]]
     groups = nox.project.dependency_groups(PYPROJECT, "bench", *references)
     session.install("-c", PINS, ".[jax,tensorflow-cpu,torch]", *groups)
