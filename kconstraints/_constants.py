@@ -34,7 +34,7 @@ FLOAT64_NORM_MARGIN = 1e-9
 FLOAT64_RESIDUAL_SLACK = 1e-9
 
 #: The slack of a float64 product `density * n` before it is rounded to a
-#: count (`0.3 * 10 = 3.0000000000000004`): `TopK(density=...)`.
+#: count (`0.145 * 100 = 14.499999999999998`, a half): `TopK(density=...)`.
 FLOAT64_PRODUCT_SLACK = 1e-9
 
 #: The relative slack of the float64 test `n * min_value <= total <= n *

@@ -34,7 +34,7 @@ __all__ = ["NM", "TopK"]
 
 def _count_for_density(density, n):
     """The number of entries kept of `n` for a `density`: the nearest integer, halves up, at least 1."""
-    # The slack absorbs the rounding of `density * n` (0.3 * 10 = 3.0000000000000004).
+    # The slack absorbs the rounding of `density * n` (0.145 * 100 = 14.499999999999998, a half that must round up).
     return max(1, min(n, math.floor(density * n + 0.5 + FLOAT64_PRODUCT_SLACK)))
 
 
