@@ -119,7 +119,7 @@ def test_a_scalar_weight_is_projected_where_the_set_is_defined_on_it(c, w, want)
         (kc.SingularValueBand(), r"SingularValueBand constrains matrices.*shape \(\)"),
         (kc.Mask([1, 0]), r"Mask: `mask` of shape \(2,\) does not broadcast.*\(\)"),
         (kc.ConvSpectralNorm(), r"ConvSpectralNorm needs a Conv1D/2D/3D kernel.*shape \(\)"),
-        (kc.AOL(), r"AOL needs a Dense kernel.*shape \(\)"),
+        (kc.AOL(), r"AOL needs a Conv1D/2D/3D kernel.*or a Dense kernel.*shape \(\)"),
     ],
     ids=lambda v: repr(v) if isinstance(v, kc.Constraint) else "",
 )
