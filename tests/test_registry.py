@@ -15,6 +15,7 @@ import pytest
 from keras import ops
 
 import kconstraints as kc
+from benchmarks.cases import registry_cases
 from docs import catalogue
 from kconstraints import _registry
 from kconstraints._registry import SPECS, constraint_specs, register, spec_of
@@ -153,6 +154,7 @@ def test_a_new_constraint_is_found_in_every_generated_list(new_constraint):
     assert kc.get("non_pos").__class__ is new_constraint
     assert any(type(c) is new_constraint for c, _ in test_degenerate._registry_empties())
     assert any(type(c) is new_constraint for c, _, _ in test_degenerate._registry_sliced())
+    assert "NonPos" in [case.name for case in registry_cases()]  # the benchmark cases
     w = ops.convert_to_tensor(np.array([-1.0, 2.0], "float32"))
     np.testing.assert_array_equal(ops.convert_to_numpy(kc.get("NonPos")(w)), [-1.0, 0.0])
 
