@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 
+from benchmarks import OPTIONS
+
 ROOT = pathlib.Path(__file__).resolve().parent
 BACKENDS = ("jax", "tensorflow", "torch")
 PYTEST = ["-q", "-p", "no:cacheprovider", "--benchmark-columns=median,iqr,rounds,iterations"]
@@ -28,14 +30,6 @@ PYTEST = ["-q", "-p", "no:cacheprovider", "--benchmark-columns=median,iqr,rounds
 TIMING = {
     "full": ["--benchmark-min-rounds=7", "--benchmark-max-time=1.0", "--benchmark-min-time=0.005"],
     "quick": ["--benchmark-min-rounds=3", "--benchmark-max-time=0.02", "--bench-quick"],
-}
-# Passed on as `--bench-NAME` (benchmarks/conftest.py).
-OPTIONS = {
-    "cases": "comma-separated registry variants, e.g. Simplex,SpectralNorm[gram] (default: all)",
-    "sizes": "weight sizes, e.g. 1e4,1e6",
-    "matrix-sizes": "square kernel sides, e.g. 256,1024",
-    "models": "train-step models: mlp,cnn (default), or none",
-    "train-cases": "variants timed in train steps (default: all of the run)",
 }
 
 

@@ -138,44 +138,31 @@ def projection_plan(s: Settings):
     return plan
 
 
-def dense(units, constraint, activation, wrapper):
-    layer = keras.layers.Dense(units, activation=activation, kernel_constraint=constraint)
-    return wrapper(layer) if wrapper else layer
+def kernel_shapes(name, spec):
+    """The kernels, input to output, of the MLP (square hidden ones) or of the small CNN."""
+    if name == "mlp":
+        inputs, hidden, classes, _ = spec
+        return list(itertools.pairwise([inputs, *hidden, classes]))
+    _, channels, filters, classes, _ = spec
+    convs = [(3, 3, a, b) for a, b in itertools.pairwise([channels, *filters])]
+    return [*convs, (filters[-1], classes)]
 
 
 def model_of(name, spec, kernel, wrapper):
-    """The MLP (square hidden kernels) or the small CNN, every kernel under `kernel(shape)`."""
-    kernel = kernel or (lambda shape: None)
-    if name == "mlp":
-        inputs, hidden, classes, _ = spec
-        x = start = keras.Input((inputs,))
-        widths = [inputs, *hidden, classes]
-        for i, (a, b) in enumerate(itertools.pairwise(widths)):
-            x = dense(b, kernel((a, b)), "relu" if i < len(hidden) else None, wrapper)(x)
-        return keras.Model(start, x)
-    side, channels, filters, classes, _ = spec
-    x = start = keras.Input((side, side, channels))
-    for i, (a, b) in enumerate(itertools.pairwise([channels, *filters])):
-        conv = keras.layers.Conv2D(
-            b,
-            3,
-            strides=2 if i else 1,
-            padding="same",
-            activation="relu",
-            kernel_constraint=kernel((3, 3, a, b)),
-        )
-        x = (wrapper(conv) if wrapper else conv)(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(start, dense(classes, kernel((filters[-1], classes)), None, wrapper)(x))
-
-
-def largest_kernel(name, spec):
-    if name == "mlp":
-        inputs, hidden, classes, _ = spec
-        return max(a * b for a, b in itertools.pairwise([inputs, *hidden, classes]))
-    _, channels, filters, classes, _ = spec
-    convs = [9 * a * b for a, b in itertools.pairwise([channels, *filters])]
-    return max(*convs, filters[-1] * classes)
+    """The MLP or the CNN (3x3 convolutions, then pooling), every kernel under `kernel(shape)`."""
+    shapes, wrap = kernel_shapes(name, spec), wrapper or (lambda layer: layer)
+    x = start = keras.Input((spec[0],) if name == "mlp" else (spec[0], spec[0], spec[1]))
+    for i, shape in enumerate(shapes):
+        last = i == len(shapes) - 1
+        args = dict(activation=None if last else "relu", kernel_constraint=kernel and kernel(shape))
+        if len(shape) == 4:
+            layer = keras.layers.Conv2D(shape[-1], 3, strides=2 if i else 1, padding="same", **args)
+        else:
+            if len(x.shape) == 4:
+                x = keras.layers.GlobalAveragePooling2D()(x)
+            layer = keras.layers.Dense(shape[1], **args)
+        x = wrap(layer)(x)
+    return keras.Model(start, x)
 
 
 def keras_step(name, spec, kernel=None, wrapper=None):
@@ -207,7 +194,7 @@ def train_plan(s: Settings):
         add("unconstrained", "unconstrained", "unconstrained", keras_step(name, spec))
         for c in cases:
             limit = c.limit(backend.BACKEND, backend.on_gpu(), cpu_only=True)
-            if limit is not None and largest_kernel(name, spec) > limit:
+            if limit is not None and max(map(math.prod, kernel_shapes(name, spec))) > limit:
                 continue
             step = keras_step(name, spec, kernel=c.make)
             add(c.name, "kconstraints", f"kconstraints.{c.name}", step, c.family)

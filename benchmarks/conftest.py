@@ -11,18 +11,16 @@ import os
 
 import pytest
 
+from benchmarks import OPTIONS
+
 ERRORS = []
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("kconstraints benchmarks")
-    add = group.addoption
-    add("--bench-quick", action="store_true", help="CI-sized sizes and models")
-    add("--bench-cases", help="comma-separated registry variants (default: all)")
-    add("--bench-sizes", help="weight sizes, e.g. 1e4,1e6")
-    add("--bench-matrix-sizes", help="square kernel sides, e.g. 256,1024")
-    add("--bench-models", help="train-step models: mlp,cnn (default), or none")
-    add("--bench-train-cases", help="variants timed in train steps (default: all of the run)")
+    group.addoption("--bench-quick", action="store_true", help="CI-sized sizes and models")
+    for name, text in OPTIONS.items():
+        group.addoption(f"--bench-{name}", help=text)
 
 
 def pytest_configure(config):

@@ -119,32 +119,29 @@ def section_devices(runs):
         m, ours, commit = run["machine_info"], run["kconstraints"], run["commit_info"]
         d, s, o = m["kconstraints"], ours["settings"], run["benchmarks"][0]["options"]
         name = d.get("name") or f"{m['cpu']['brand_raw']}, {m['cpu']['count']} cores"
-        rows.append(
-            [
-                b,
-                f"{name} ({d['array_device']})",
-                ", ".join(f"{k} {v}" for k, v in d["packages"].items() if k == "keras" or b in k),
-                f"{(commit.get('id') or '?')[:10]}{' (dirty)' * bool(commit.get('dirty'))}",
-                run["datetime"][:16],
-                f"{d['load_average'][0]} → {ours['load_average_end'][0]}",
-                "quick" if s["quick"] else "full",
-                ", ".join(map(fmt_size, s["sizes"]))
-                + "; n = "
-                + ", ".join(map(str, s["matrix_sizes"])),
-                "<br>".join(f"{k} <= {fmt_size(v)}" for k, v in ours["limits"].items()) or "-",
-                f"{o['min_rounds']}+ rounds within {o['max_time']} s",
-                ", ".join(s["models"]) or "-",
-            ]
-        )
-    head = ["backend", "device (arrays on)", "packages", "commit", "date (UTC)", "load avg"]
-    head += ["mode", "sizes", "size limits", "timing per contender", "train steps"]
+        packages = (f"{k} {v}" for k, v in d["packages"].items() if k == "keras" or b in k)
+        sizes, sides = ", ".join(map(fmt_size, s["sizes"])), ", ".join(map(str, s["matrix_sizes"]))
+        row = {
+            "backend": b,
+            "device (arrays on)": f"{name} ({d['array_device']})",
+            "packages": ", ".join(packages),
+            "commit": (commit.get("id") or "?")[:10] + " (dirty)" * bool(commit.get("dirty")),
+            "date (UTC)": run["datetime"][:16],
+            "load avg": f"{d['load_average'][0]} → {ours['load_average_end'][0]}",
+            "mode": "quick" if s["quick"] else "full",
+            "sizes": f"{sizes}; n = {sides}",
+            "size limits": "<br>".join(f"{k} <= {fmt_size(v)}" for k, v in ours["limits"].items()),
+            "timing per contender": f"{o['min_rounds']}+ rounds within {o['max_time']} s",
+            "train steps": ", ".join(s["models"]),
+        }
+        rows.append([value or "-" for value in row.values()])
     busy = ", ".join(b for b, run in runs.items() if oversubscribed(run))
     warning = busy and (
         f"\n**The machine was oversubscribed** during the {busy} run(s): other processes kept "
         "its CPUs busy, so single timings vary several-fold. Read the ratios as orders of "
         "magnitude, and rerun on an idle machine.\n"
     )
-    return "## Devices and settings\n\n" + table(head, rows) + warning
+    return "## Devices and settings\n\n" + table(list(row), rows) + warning
 
 
 def headline_table(runs):
@@ -156,26 +153,18 @@ def headline_table(runs):
         for r in train(run)
         if r["impl"] == "kconstraints"
     }
-    models = list(dict.fromkeys(m for _, m, _ in steps))
-    names, rows = " / ".join(SHORT[b] for b in runs), []
+    models, rows = list(dict.fromkeys(m for _, m, _ in steps)), []
     for case in dict.fromkeys(c for h in heads.values() for c in h):
-        entries = {b: heads[b].get(case) for b in runs}
-
-        def cells(value, entries=entries):
-            return " / ".join(value(e, b) for b, e in entries.items())
-
-        twins = dict.fromkeys(t for e in entries.values() if e for t in e["twins"])
-        row = [case, cells(lambda e, b: fmt_size(e["size"]) if e else "-")]
-        row.append(cells(lambda e, b: fmt_ratio(e and e["ratio_to_copy"])))
-        row.append(
-            "<br>".join(
-                f"{t}: " + cells(lambda e, b, t=t: fmt_ratio(e and e["twins"].get(t)))
-                for t in twins
-            )
-            or "-"
+        got = {b: heads[b].get(case) or {} for b in runs}
+        twins = dict.fromkeys(t for e in got.values() for t in e.get("twins", ()))
+        row = [case, " / ".join(fmt_size(e["size"]) if e else "-" for e in got.values())]
+        row.append(" / ".join(fmt_ratio(e.get("ratio_to_copy")) for e in got.values()))
+        ratios = {t: [fmt_ratio(e.get("twins", {}).get(t)) for e in got.values()] for t in twins}
+        row.append("<br>".join(f"{t}: " + " / ".join(r) for t, r in ratios.items()) or "-")
+        rows.append(
+            row + [" / ".join(fmt_pct(steps.get((b, m, case))) for b in got) for m in models]
         )
-        row += [cells(lambda e, b, m=m, c=case: fmt_pct(steps.get((b, m, c)))) for m in models]
-        rows.append(row)
+    names = " / ".join(SHORT[b] for b in runs)
     head = ["constraint", f"size ({names})", f"x copy ({names})"]
     head += [f"time over alternative ({names})", *(f"{m} train step ({names})" for m in models)]
     return table(head, rows)
@@ -274,20 +263,21 @@ def draw(out, runs):
         "projection.png": [row for row in ROWS if row[1] in found],
         "matrix.png": [("matrix constraints", "matrix")] if "matrix" in found else [],
     }
+    plots = {name: rows for name, rows in plots.items() if rows}
     for name, rows in plots.items():
-        if rows:
-            _lines(plt, rows, recs, out / name)
+        _save(plt, _lines(plt, rows, recs), out / name)
     if steps:
-        _bars(plt, steps, out / "train-step.png")
-    return [name for name, rows in plots.items() if rows] + (["train-step.png"] if steps else [])
+        _save(plt, _bars(plt, steps), out / "train-step.png")
+    return [*plots, *(["train-step.png"] if steps else [])]
 
 
-def _lines(plt, rows, recs, path):
+def _lines(plt, rows, recs):
     """Log-log: the ratio to the copy against the size, or matrices' seconds against n."""
-    fig, axes = _figure(plt, len(rows), len(recs), 4.6, 3.4, extra=2.6)
-    for i, (title, family) in enumerate(rows):
-        for j, (backend, all_recs) in enumerate(recs.items()):
-            ax, mine = axes[i, j], [r for r in all_recs if r["family"] == family]
+    size = (4.6 * len(recs) + 2.6, 3.4 * len(rows))
+    fig, axes = plt.subplots(len(rows), len(recs), figsize=size, squeeze=False)
+    for row, (title, family) in zip(axes, rows, strict=True):
+        for ax, (backend, all_recs) in zip(row, recs.items(), strict=True):
+            mine = [r for r in all_recs if r["family"] == family]
             matrix, cases = family == "matrix", list(dict.fromkeys(r["case"] for r in mine))
             for case, impl in dict.fromkeys((r["case"], r["impl"]) for r in mine):
                 line = sorted(
@@ -308,42 +298,41 @@ def _lines(plt, rows, recs, path):
             ax.set(xlabel="n (n x n kernel)" if matrix else "weight entries")
             ax.set(ylabel="seconds per call" if matrix else "time / copy")
             ax.grid(True, which="both", alpha=0.3)
-        handles, labels = axes[i, -1].get_legend_handles_labels()
-        if handles:
-            axes[i, -1].legend(
-                handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1)
-            )
-    _save(plt, fig, path)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    return fig
 
 
-def _bars(plt, steps, path):
+def _bars(plt, steps):
     """A bar chart per (backend, model): % over the unconstrained step."""
     groups = {
         b: {r["group"][6:]: [x for x in s if x["group"] == r["group"]] for r in s}
         for b, s in steps.items()
     }
     cols = max(map(len, groups.values()))
-    fig, axes = _figure(plt, len(groups), cols, 5, 4.5)
-    for i, (backend, models) in enumerate(groups.items()):
-        for j in range(len(models), cols):
-            axes[i, j].axis("off")
-        for ax, (model, mine) in zip(axes[i], models.items(), strict=False):
+    fig, axes = plt.subplots(
+        len(groups), cols, figsize=(5 * cols, 4.5 * len(groups)), squeeze=False
+    )
+    for row, (backend, models) in zip(axes, groups.items(), strict=True):
+        for ax in row[len(models) :]:
+            ax.axis("off")
+        for ax, (model, mine) in zip(row, models.items(), strict=False):
+            ours = [r["impl"] == "kconstraints" for r in mine]
             labels = [
-                r["case"] + ("" if r["impl"] == "kconstraints" else f" ({r['impl']})") for r in mine
+                r["case"] + ("" if o else f" ({r['impl']})")
+                for r, o in zip(mine, ours, strict=True)
             ]
-            colours = ["tab:blue" if r["impl"] == "kconstraints" else "tab:gray" for r in mine]
-            ax.barh(labels, [100 * r["overhead"] for r in mine], color=colours)
+            ax.barh(
+                labels,
+                [100 * r["overhead"] for r in mine],
+                color=["tab:blue" if o else "tab:gray" for o in ours],
+            )
             ax.axvline(0, color="black", lw=1)
             ax.set_xscale("symlog", linthresh=1)  # linear within 1%: an SVD and 1% on one axis
             ax.set(title=f"{backend} {model}", xlabel="% over unconstrained step")
             ax.invert_yaxis()
             ax.tick_params(axis="y", labelsize=7)
-    _save(plt, fig, path)
-
-
-def _figure(plt, rows, cols, width, height, extra=0.0):
-    size = (width * cols + extra, height * rows)
-    return plt.subplots(rows, cols, figsize=size, squeeze=False)
+    return fig
 
 
 def _save(plt, fig, path):
