@@ -15,7 +15,6 @@ import importlib.util
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,9 +72,12 @@ def main(argv=None):
                 continue
             if status:
                 failed.append(f"{backend} (some contenders failed: see the Errors table)")
-            out = args.out or base / report.device_folder(json.loads(path.read_text()))
+            run = json.loads(path.read_text())
+            for b in run["benchmarks"]:  # the statistics, not each round's time (1.4 MB a run)
+                b["stats"].pop("data", None)
+            out = args.out or base / report.device_folder(run)
             out.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, out / f"{backend}.json")
+            (out / f"{backend}.json").write_text(json.dumps(run, indent=4) + "\n")
         report.write(out)  # after each backend: a stopped run keeps what it timed
         print(f"results in {out}", file=sys.stderr)
     if failed:

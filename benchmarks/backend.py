@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import itertools
-import os
 import subprocess
 import time
 
@@ -116,7 +115,6 @@ def describe() -> dict:
     if on_gpu():
         info["name"] = _gpu_name()
     info["array_device"] = device_of(to_device(np.zeros(4, "float32")))
-    info["load_average"] = [round(v, 2) for v in os.getloadavg()]
     info["packages"] = {}
     for name in PACKAGES:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):

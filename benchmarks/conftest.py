@@ -14,6 +14,8 @@ import pytest
 from benchmarks import OPTIONS
 
 ERRORS = []
+# The load average when the run starts: pytest-benchmark asks for machine_info at its end.
+START_LOAD = []
 
 
 def pytest_addoption(parser):
@@ -24,6 +26,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    START_LOAD[:] = [round(v, 2) for v in os.getloadavg()]
     # "Not saving anything, no benchmarks have been run": a run that timed nothing says so itself.
     config.addinivalue_line(
         "filterwarnings", "ignore::pytest_benchmark.logger.PytestBenchmarkWarning"
@@ -36,7 +39,7 @@ def pytest_configure(config):
 def pytest_benchmark_update_machine_info(config, machine_info):
     from benchmarks.backend import describe
 
-    machine_info["kconstraints"] = describe()
+    machine_info["kconstraints"] = {**describe(), "load_average": START_LOAD}
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
