@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 
 import keras
 import numpy as np
 from keras import ops
 
+from kconstraints._backend import EAGER_CACHE, eager_compiled
 from kconstraints._checks import check_float_weight
+
+#: Stamps of attribute assignments, in order: what `Configurable._version` compares.
+_STAMPS = itertools.count()
 
 
 def _to_config(value):
@@ -48,7 +53,30 @@ class Configurable:
     Every `__init__` argument is stored, normalized by its check, as an
     attribute of the same name; `get_config()` returns them, `from_config`
     rebuilds the object from that, and `repr` shows them.
+
+    Assigning an attribute stamps the object, so that a projection compiled
+    from the old values (`Constraint.__call__`, eager on JAX) is traced again,
+    and copies and pickles leave the compiled projection out.
     """
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        state = self.__dict__
+        state.pop(EAGER_CACHE, None)
+        state["_stamp"] = next(_STAMPS)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop(EAGER_CACHE, None)
+        return state
+
+    def _version(self):
+        """The stamps of this object and of every `Configurable` its attributes hold, nested.
+
+        It changes when any of them is assigned an attribute: a `Compose`
+        whose inner constraint's argument was changed is traced again too.
+        """
+        return tuple(_stamps(self, []))
 
     @property
     def _owner(self):
@@ -74,6 +102,18 @@ class Configurable:
     def __repr__(self):
         args = ", ".join(f"{k}={_show(getattr(self, k))}" for k in self._arguments())
         return f"{self._owner}({args})"
+
+
+def _stamps(value, out):
+    """`out` with the stamps of the `Configurable`s in `value`: itself, in a list, an attribute."""
+    if isinstance(value, Configurable):
+        out.append(value.__dict__.get("_stamp"))
+        for item in value.__dict__.values():
+            _stamps(item, out)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _stamps(item, out)
+    return out
 
 
 class Constraint(Configurable, keras.constraints.Constraint):
@@ -115,7 +155,7 @@ class Constraint(Configurable, keras.constraints.Constraint):
         dtype = check_float_weight(self._owner, w.dtype)
         if any(size == 0 for size in w.shape):  # no entries: nothing to project
             return ops.zeros(w.shape, dtype)
-        return ops.cast(self.project(w), dtype)
+        return ops.cast(eager_compiled(self, self.project, w, self._version), dtype)
 
     def project(self, w):
         """P(w), in any float dtype; subclasses override it (the base is the identity)."""

@@ -11,41 +11,15 @@ import contextlib
 
 import keras
 
+# The compilers and the float64 switch are the package's (kconstraints.testing uses them too).
+from kconstraints._backend import (  # noqa: F401
+    float64_enabled,
+    graph_break_count,
+    jit,
+    reset_compiler,
+)
+
 BACKEND = keras.backend.backend()
-
-
-def jit(fn, *, fullgraph=False, dynamic=None):
-    """`fn` compiled by the backend's compiler: `jax.jit`, TF XLA or `torch.compile`.
-
-    JAX jit and TF XLA always trace a function whole. torch.compile falls
-    back to eager Python at a graph break, silently, unless `fullgraph=True`;
-    `dynamic=False` keeps its shapes static, as XLA's are.
-    """
-    if BACKEND == "jax":
-        import jax
-
-        return jax.jit(fn)
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn, jit_compile=True)
-    import torch
-
-    return torch.compile(fn, fullgraph=fullgraph, dynamic=dynamic)
-
-
-def graph_break_count():
-    """The graph breaks torch.compile has met in this process so far; always 0 elsewhere.
-
-    Code after a break runs as Python, and where it repeats a frame per
-    constraint it counts toward Dynamo's recompile limit. JAX and TensorFlow
-    trace the whole function or fail.
-    """
-    if BACKEND != "torch":
-        return 0
-    from torch._dynamo.utils import counters
-
-    return sum(counters["graph_break"].values())
 
 
 @contextlib.contextmanager
@@ -55,14 +29,6 @@ def graph_breaks():
     before = graph_break_count()
     yield count
     count[0] = graph_break_count() - before
-
-
-def reset_compiler():
-    """Forget every compiled torch graph (a no-op on JAX and TensorFlow)."""
-    if BACKEND == "torch":
-        import torch
-
-        torch._dynamo.reset()
 
 
 def on_gpu() -> bool:
@@ -114,22 +80,6 @@ def gradient(fn, x):
     x = x.detach().clone().requires_grad_(True)
     fn(x).backward()
     return x.grad
-
-
-@contextlib.contextmanager
-def float64_enabled():
-    """JAX truncates float64 to float32 unless x64 mode is on: switch it on here."""
-    if BACKEND != "jax":
-        yield
-        return
-    import jax
-
-    old = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", old)
 
 
 def apply_gradients(optimizer, grads, variables):
