@@ -12,12 +12,32 @@ import pytest
 import kconstraints
 
 PACKAGE = pathlib.Path(kconstraints.__file__).parent
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
-PUBLIC = [m for m in MODULES if not m.startswith("_")]
+
+
+def _dotted(path):
+    """`testing/_check.py` -> `testing._check`, `testing/__init__.py` -> `testing`."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+# Every module below kconstraints/, subpackages too (kconstraints.testing).
+MODULES = sorted(_dotted(p) for p in PACKAGE.rglob("*.py") if _dotted(p))
+PUBLIC = [m for m in MODULES if not m.rpartition(".")[2].startswith("_")]
+SUBPACKAGES = {m for m in MODULES if (PACKAGE / m.replace(".", "/")).is_dir()}
 
 
 def _tree(module):
-    return ast.parse((PACKAGE / f"{module}.py").read_text())
+    path = PACKAGE / module.replace(".", "/")
+    return ast.parse(
+        (path / "__init__.py" if path.is_dir() else path.with_suffix(".py")).read_text()
+    )
+
+
+def _module_of(name):
+    """The package module an imported dotted name lies in (`kconstraints.testing._check.Input`)."""
+    rest = name.removeprefix("kconstraints.")
+    found = [m for m in MODULES if rest == m or rest.startswith(m + ".")]
+    return max(found, key=len) if found else None
 
 
 def _imports(module):
@@ -30,7 +50,7 @@ def _imports(module):
             names = [a.name for a in node.names]
         else:
             continue
-        found |= {n.split(".")[1] for n in names if n.startswith("kconstraints.")}
+        found |= {_module_of(n) for n in names if n.startswith("kconstraints.")}
     return found & set(MODULES) - {module}
 
 
@@ -86,7 +106,8 @@ def test_a_public_module_exports_exactly_its_public_names(module):
     mod = importlib.import_module(f"kconstraints.{module}")
     public = {n for n in _top_level_names(module) if not n.startswith("_")}
     assert hasattr(mod, "__all__"), f"{module}.py has no __all__"
-    assert set(mod.__all__) == public, f"{module}.py: __all__ differs from its public names"
+    if module not in SUBPACKAGES:  # a package's __init__ re-exports its modules' names
+        assert set(mod.__all__) == public, f"{module}.py: __all__ differs from its public names"
     assert all(hasattr(mod, n) for n in mod.__all__)
 
 
@@ -94,6 +115,9 @@ def test_the_public_modules_are_the_ones_expected():
     assert "simplex" in PUBLIC and "callbacks" in PUBLIC and "_kernels" not in PUBLIC
     assert "threshold" in _top_level_names("_kernels")  # the kernels left simplex.py
     assert not {"threshold", "simplex_threshold"} & _top_level_names("simplex")
+    assert {"testing", "testing._check", "testing.__main__"} <= set(MODULES)
+    assert "testing" in PUBLIC and "testing._check" not in PUBLIC
+    assert _imports("testing._check") >= {"_backend", "testing._inputs"}
 
 
 def long_docstrings(module, limit=40):
