@@ -141,11 +141,14 @@ def power_estimate(x, iterations):
     the row of W of largest norm, `v = W^T e_i`: zero only for W = 0, and its
     component along the top right singular vector, `sigma_1 u_1[i]`, is zero
     only where `u_1` vanishes at the largest row. Each of `iterations` steps
-    is `u = W v`, `v <- W^T u` (two matvecs, v of unit norm) and gives the
-    estimate `||W^T u|| / ||u|| <= sigma_1`, exact for a rank-one W after one
+    is `u = W v`, `v <- W^T u` (two matvecs, v and u of unit norm) and gives
+    the estimate `||W^T u|| <= sigma_1`, exact for a rank-one W after one
     step; with no step, the estimate is the largest row norm.
     """
-    rows = ops.sum(ops.square(x), axis=-1)
+    # Squares of W / max|W|: those of W itself overflow from 1e19 in float32,
+    # where every row tied at inf and the start was the first row.
+    top = safe_divisor(ops.amax(ops.abs(x), axis=(-2, -1), keepdims=True))
+    rows = ops.sum(ops.square(x / top), axis=-1)
     pick = ops.one_hot(ops.argmax(rows, axis=-1), x.shape[-2], dtype=x.dtype)
     # W^T u is computed as the row u^T W: XLA on a CPU multiplies a transposed
     # matrix by a vector 13 times slower (see `_backend.py`).
@@ -153,8 +156,10 @@ def power_estimate(x, iterations):
     estimate = frobenius(v)
     for _ in range(iterations):
         u = x @ transpose(v / safe_divisor(frobenius(v)))
-        v = transpose(u) @ x
-        estimate = frobenius(v) / safe_divisor(frobenius(u))
+        # u of unit norm before the second matvec: W^T W v itself overflowed
+        # for float32 kernels of 1e19 (found by kconstraints.testing).
+        v = transpose(u / safe_divisor(frobenius(u))) @ x
+        estimate = frobenius(v)
     return estimate
 
 

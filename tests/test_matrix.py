@@ -35,7 +35,7 @@ torch_only = pytest.mark.skipif(BACKEND != "torch", reason="counts torch.compile
 # unique, and a band with min_value > 0 has no unique nearest point for a
 # singular matrix (the null vectors the SVD picks decide it): "ties" inputs
 # (few distinct values, often singular) are left out.
-NO_TIES = ("normal", "large")
+NO_TIES = ("normal", "one_huge", "mixed")
 
 # Orthogonal, LowRank and a SingularValueBand above 0 are not convex (the
 # registry's `convex`); SpectralNorm's "scale", "gram" and "power" rescale
@@ -223,6 +223,21 @@ def test_power_may_end_above_the_bound_its_exact_twin_never_does():
     exact = power.exact
     assert exact.get_config() == {**power.get_config(), "method": "svd"}
     assert sigma1(to_np(exact(tensor(w)))) <= 1 + F32_SVD
+
+
+def test_newton_schulz_is_unconverged_on_an_ill_conditioned_kernel_and_its_twin_is_the_svd():
+    # Found by kconstraints.testing: one entry 1e4 times the others, 25 steps.
+    w = np.random.default_rng(0).normal(size=(4, 4)) * 1e-4
+    w[0, 0] = 1.0
+    assert 1e3 < np.linalg.cond(w) < 1e6
+    fast = kc.Orthogonal(method="newton_schulz")
+    q = to_np(fast(tensor(w)))
+    assert np.max(np.abs(q.T @ q - np.eye(4))) > 0.1
+    exact = fast.exact
+    assert exact.get_config() == {**fast.get_config(), "method": "svd"}
+    q = to_np(exact(tensor(w)))
+    np.testing.assert_allclose(q.T @ q, np.eye(4), atol=1e-5)
+    assert kc.Orthogonal().exact.method == "svd"
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -19,7 +19,8 @@ from benchmarks.cases import registry_cases
 from docs import catalogue
 from kconstraints import _registry
 from kconstraints._registry import SPECS, constraint_specs, register, spec_of
-from tests.properties import PropertySuite
+from kconstraints.testing import check_constraint, per_shape, varied_shapes
+from tests.properties import EXAMPLES, PropertySuite
 
 TESTS = pathlib.Path(__file__).parent
 # The kernels the benchmarks build constraints for: Dense, square Dense, Conv2D.
@@ -74,6 +75,40 @@ def test_each_example_builds_its_class_for_its_shape_and_the_kernels(spec):
             c = make(shape)
             # Only square-matrix constraints leave a tall kernel free.
             assert isinstance(c, spec.cls) or (c is None and shape[-1] != shape[-2]), (name, shape)
+
+
+def example_variants():
+    return [
+        (name, make, spec) for spec in constraint_specs() for name, make in spec.examples.items()
+    ]
+
+
+@pytest.mark.parametrize(
+    "name, make, spec", example_variants(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_registry_example_holds_its_properties_at_varied_shapes(name, make, spec):
+    """Each declared example, built per shape: a size-1 axis, a long axis, tall and wide.
+
+    What the declaration promises is checked: an exact projection is
+    idempotent and keeps a feasible weight, a convex one's also non-expansive
+    and optimal.
+    """
+    shapes = [s for s in varied_shapes(spec.shape) if make(s) is not None]
+    properties = ["shape", "dtype", "finite"]
+    if spec.exact is True:
+        properties += ["idempotent", "unchanged"]
+        if spec.convex:
+            properties += ["nonexpansive", "optimal"]
+    report = check_constraint(
+        per_shape(make),
+        spec.shape,
+        shapes=shapes,
+        convex=spec.convex and spec.exact is True,
+        properties=properties,
+        dtypes=("float32", "float64"),
+        examples=EXAMPLES,
+    )
+    assert all(report.inputs[p] > 0 for p in properties), report
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)

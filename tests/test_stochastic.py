@@ -23,12 +23,14 @@ class TestDoublyStochasticProperties(PropertySuite):
             (4, 4),
             per_matrix(doubly_stochastic_sweeps(3)),
             projection=False,
+            idempotent=False,
         ),
         Case(
             kc.DoublyStochastic(2),
             (2, 3, 3),
             per_matrix(doubly_stochastic_sweeps(2), batched=True),
             projection=False,
+            idempotent=False,
         ),
     ]
 
