@@ -7,7 +7,8 @@ each of those is also a session of its own for running it alone.
 
 Run on request only: demo, docs, bench (the full benchmark), gpu, long (the
 tests marked `long`, left out of the default run to keep it short; CI runs
-them), and lowest and latest (the oldest and newest supported releases; CI
+them), fuzz (the property tests with 20 times the generated inputs; CI runs
+it), and lowest and latest (the oldest and newest supported releases; CI
 runs them).
 """
 
@@ -81,6 +82,22 @@ def long(session, backend):
     install(session, backend, "test", "bench", *REFERENCES[backend])
     paths = [*PYPROJECT["tool"]["pytest"]["ini_options"]["testpaths"], "benchmarks/test_harness.py"]
     session.run("pytest", *WORKERS, "-m", "long", *paths, *session.posargs, env=suite_env(backend))
+
+
+# `fuzz`: every property test of every registered constraint, through
+# kconstraints.testing with 200 generated inputs per dtype where the default
+# run tries 10 (tests/properties.py reads KCONSTRAINTS_EXAMPLES).
+FUZZ = "test_properties or test_nonexpansive_and_optimal or registry_example"
+
+
+@nox.session(default=False)
+@nox.parametrize("backend", BACKENDS)
+def fuzz(session, backend):
+    """The property tests with a large budget of generated inputs (KCONSTRAINTS_EXAMPLES=200)."""
+    install(session, backend, "test", "bench", *REFERENCES[backend])
+    examples = os.environ.get("KCONSTRAINTS_EXAMPLES", "200")
+    env = {**suite_env(backend), "KCONSTRAINTS_EXAMPLES": examples}
+    session.run("pytest", *WORKERS, "-k", FUZZ, "tests", *session.posargs, env=env)
 
 
 @nox.session
@@ -214,7 +231,8 @@ def check_wheel(session, wheel):
     names = zipfile.ZipFile(wheel).namelist()
     session.log("%s:\n  %s", wheel.name, "\n  ".join(names))
     package_data = PYPROJECT["tool"]["setuptools"]["package-data"]["kconstraints"]
-    expected = [f"kconstraints/{p.name}" for p in sorted(pathlib.Path("kconstraints").glob("*.py"))]
+    modules = sorted(pathlib.Path("kconstraints").rglob("*.py"))
+    expected = [p.as_posix() for p in modules if "__pycache__" not in p.parts]
     expected += [f"kconstraints/{name}" for name in package_data]
     missing = [name for name in expected if name not in names]
     for license_file in PYPROJECT["project"]["license-files"]:
