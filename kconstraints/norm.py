@@ -146,5 +146,7 @@ class MinMaxNorm(_NormConstraint):
         target = clamp(norms, self.min_value, self.max_value)
         if self.rate != 1:
             target = self.rate * target + (1 - self.rate) * norms
-        scale = ops.where(norms > 0, target / safe_divisor(norms), ops.ones_like(norms))
-        return x * ops.cast(scale, x.dtype)
+        # w / ||w|| first, then the target: target / ||w|| overflowed to inf for a
+        # subnormal slice (NaN out, on torch's CPU, which keeps subnormals).
+        unit = x / safe_divisor(norms)
+        return ops.where(norms > 0, unit * ops.cast(target, x.dtype), x)

@@ -9,6 +9,8 @@ Docstring examples run as doctests (`--doctest-modules`).
 
 import pathlib
 import re
+import sys
+import types
 
 import keras
 import pytest
@@ -108,7 +110,11 @@ def test_files_named_in_the_documentation_exist():
 @pytest.mark.parametrize("page", WITH_CODE)
 def test_page_examples_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    namespace = {"__name__": "__main__"}  # as a reader runs it: a script
+    # As a reader runs it: a script, a module of its own (torch.compile looks a
+    # function's globals up by its module's name in sys.modules).
+    script = types.ModuleType("__main__")
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    namespace = script.__dict__
     try:
         for i, code in enumerate(PAGES[page]["runnable"]):
             exec(compile(code, f"{page} (python block {i + 1})", "exec"), namespace)

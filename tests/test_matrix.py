@@ -33,9 +33,12 @@ torch_only = pytest.mark.skipif(BACKEND != "torch", reason="counts torch.compile
 
 # Where singular values tie, the polar factor and the truncated SVD are not
 # unique, and a band with min_value > 0 has no unique nearest point for a
-# singular matrix (the null vectors the SVD picks decide it): "ties" inputs
-# (few distinct values, often singular) are left out.
-NO_TIES = ("normal", "one_huge", "mixed")
+# singular matrix (the null vectors the SVD picks decide it): "ties" and
+# "equal" inputs (often singular) are left out. So are "one_huge" and
+# "mixed": their condition numbers reach 1e4, and the polar factor and a
+# band move by about eps * cond(W) under rounding of W alone (torch's SVD was
+# 9e-5 off in float32), a property of the problem, not of the method.
+NO_TIES = ("normal",)
 
 # Orthogonal, LowRank and a SingularValueBand above 0 are not convex (the
 # registry's `convex`); SpectralNorm's "scale", "gram" and "power" rescale
