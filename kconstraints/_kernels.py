@@ -9,17 +9,20 @@ The simplex threshold. The threshold of the plain simplex and the L1 ball is
 found by Michelot passes, each one read of the weight in its own layout,
 until every slice is settled (at most `PASSES`), with the sort only as a
 fallback for slices they have not settled (`threshold`); the bounded simplex
-sorts its 2n breakpoints (`bounded_threshold`); `DoublyStochastic` takes the
-sorted threshold of each row (`simplex_threshold`).
+sorts its 2n breakpoints and returns its shift as an entry plus an offset
+(`bounded_shift`); `DoublyStochastic` takes the sorted threshold of each
+row (`simplex_threshold`).
 """
 
 from __future__ import annotations
 
 import math
 
+import keras
 from keras import ops
 
 from kconstraints._backend import cond, fori_loop, while_loop
+from kconstraints._constants import UNIT_ROUNDOFF
 from kconstraints._tensors import clamp, cumsum_last, safe_divisor, scalar, slices_as_rows
 
 # ------------------------------------------------------ the simplex threshold
@@ -118,31 +121,74 @@ def threshold(x, total, axes=(-1,)):
     return cond(ops.all(settled), keep, sort_unsettled, operands)
 
 
-def bounded_threshold(v, total, low, high):
-    """The shift `tau` with `sum(clip(v - tau, low, high)) = total` for each row of `v`.
+# The bounded shift is solved again around its pivot where the breakpoints
+# next to it were rounded by more than this fraction of `high - low`
+# (`bounded_shift`): the error that one solve leaves in the free entries.
+PIVOT_ROUNDING = 2.0**-10
+
+
+def bounded_shift(v, total, low, high):
+    """The shift `tau` with `sum(clip(v - tau, low, high)) = total` for each row of `v`, as `(pivot, offset)`.
+
+    `tau = pivot + offset`, with `pivot` an entry of the row next to the
+    free ones and `offset` of the size of the bounds: the free entries lie
+    within `high - low` of each other, so `(v - pivot) - offset` is exact
+    up to the rounding of `offset` (Sterbenz 1974), where `v - tau` keeps
+    only the rounding of `tau` (ulp(1e9) = 64 in float32). The breakpoints
+    `v - low` and `v - high` of a solve are rounded like `v`; where that is
+    not small against `high - low` near the pivot (the two breakpoints of
+    an entry may even round to one), a second solve on `v - pivot` has them
+    exact (a second sort, under `cond`: only for such large entries).
+    """
+    pivot, offset = _bounded_shift_once(v, total, low, high)
+    unit = UNIT_ROUNDOFF[keras.backend.standardize_dtype(v.dtype)]
+    coarse = ops.any(ops.abs(pivot) * unit > (high - low) * PIVOT_ROUNDING)
+
+    def again(v, pivot, offset, total, low, high):
+        near, offset = _bounded_shift_once(v - pivot, total, low, high)
+        return pivot + near, offset  # `near` is an entry of `v - pivot`: the sum is an entry
+
+    def keep(v, pivot, offset, total, low, high):
+        return pivot + 0, offset + 0  # new tensors: torch.cond refuses a branch returning its input
+
+    # Under torch.compile every operand of the branches must be a tensor (the
+    # bounds too: a second constraint made them symbolic floats, which torch.cond refuses).
+    operands = (v, pivot, offset, scalar(total, v), scalar(low, v), scalar(high, v))
+    return cond(coarse, again, keep, operands)
+
+
+def _bounded_shift_once(v, total, low, high):
+    """One solve of `bounded_shift`: a sort of the 2n breakpoints.
 
     The sum is piecewise linear and non-increasing in `tau`, with breakpoints
     `v_i - low` (entry i leaves `low`) and `v_i - high` (it reaches `high`).
     The 2n breakpoints are sorted in decreasing order (Helgason, Kennington &
     Lall 1980; Kiwiel 2008, "Breakpoint searching algorithms for the
-    continuous quadratic knapsack problem"); cumulative counts and sums give
-    the sum at every breakpoint, which locates the piece holding `total`.
-    The free entries of that piece, counted again directly at its midpoint,
-    give `tau` by one division, clipped into the piece.
+    continuous quadratic knapsack problem"); the sum at every breakpoint
+    locates the piece holding `total`. The free entries of that piece,
+    counted again directly at its midpoint, give `tau` by one division,
+    clipped into the piece. The pivot is the largest free entry.
     """
     n = v.shape[-1]
     breaks = ops.concatenate([v - low, v - high], axis=-1)
     order = ops.flip(ops.argsort(breaks, axis=-1), axis=-1)
     b = ops.take_along_axis(breaks, order, axis=-1)
-    values = ops.take_along_axis(ops.concatenate([v, v], axis=-1), order, axis=-1)
     ones = ops.ones_like(v)
     kind = ops.concatenate([ones, -ones], axis=-1)  # +1: leaves low, -1: reaches high
     kind = ops.take_along_axis(kind, order, axis=-1)
-    entered = cumsum_last((kind + 1) / 2)
     capped = cumsum_last((1 - kind) / 2)
-    free_sum = cumsum_last(values * kind)
+    free = cumsum_last(kind)  # entered - capped
+    # The free entries rise by `free * gap` from one breakpoint to the next; a
+    # capped entry stops at `high`, so its rise over its own two breakpoints
+    # (high - low, as rounded) goes back out. Every step is >= 0: no sum of
+    # +-v_i, which a tree-shaped scan (`cumsum_last` on torch's float64)
+    # cancels with the rounding of the largest v_i, far above `total`.
+    steps = free[..., :-1] * (b[..., :-1] - b[..., 1:])
+    rise = cumsum_last(ops.concatenate([ops.zeros_like(b[..., :1]), steps], axis=-1))
+    pair = ops.concatenate([ops.zeros_like(v), breaks[..., :n] - breaks[..., n:]], axis=-1)
+    dropped = cumsum_last(ops.take_along_axis(pair, order, axis=-1))
     # The sum at each breakpoint b_k, after the first k have been passed.
-    at_break = free_sum - (entered - capped) * b + low * (n - entered) + high * capped
+    at_break = low * (n - capped) + high * capped + (rise - dropped)
     below = ops.sum(ops.cast(at_break < total, v.dtype), axis=-1, keepdims=True)
     k = ops.cast(below, "int32")
     # The piece [b_{k+1}, b_k] (ends clamped to the first and last breakpoints).
@@ -150,14 +196,27 @@ def bounded_threshold(v, total, low, high):
     lower = ops.take_along_axis(b, ops.minimum(k, 2 * n - 1), axis=-1)
     guess = (upper + lower) / 2
     x = v - guess
-    free = ops.logical_and(x > low, x < high)
-    n_free = ops.sum(ops.cast(free, v.dtype), axis=-1, keepdims=True)
+    is_free = ops.logical_and(x > low, x < high)
+    n_free = ops.sum(ops.cast(is_free, v.dtype), axis=-1, keepdims=True)
     n_high = ops.sum(ops.cast(x >= high, v.dtype), axis=-1, keepdims=True)
     n_low = n - n_free - n_high
-    free_v = ops.sum(ops.where(free, v, ops.zeros_like(v)), axis=-1, keepdims=True)
-    tau = (free_v + low * n_low + high * n_high - total) / safe_divisor(n_free)
-    tau = ops.where(n_free > 0, tau, guess)
-    return ops.where(tau > upper, upper, ops.where(tau < lower, lower, tau))
+    lowest = ops.convert_to_tensor(-math.inf, dtype=v.dtype)
+    pivot = ops.amax(ops.where(is_free, v, lowest), axis=-1, keepdims=True)
+    # No free entry: the two breakpoints of the entry that crosses `total`
+    # rounded to one, so the piece is not its own. That entry is the pivot.
+    crossing = ops.take_along_axis(order, ops.minimum(k, 2 * n - 1), axis=-1)
+    crossing = ops.take_along_axis(ops.concatenate([v, v], axis=-1), crossing, axis=-1)
+    pivot = ops.where(n_free > 0, pivot, crossing)
+    free_sum = ops.sum(ops.where(is_free, v - pivot, ops.zeros_like(v)), axis=-1, keepdims=True)
+    offset = (free_sum + low * n_low + high * n_high - total) / safe_divisor(n_free)
+    offset = ops.where(n_free > 0, offset, guess - pivot)  # tau = guess: the sum is flat
+    return pivot, clamp(offset, lower - pivot, upper - pivot)
+
+
+def bounded_threshold(v, total, low, high):
+    """The shift `tau` with `sum(clip(v - tau, low, high)) = total` for each row of `v` (`bounded_shift`)."""
+    pivot, offset = bounded_shift(v, total, low, high)
+    return pivot + offset
 
 
 # ------------------------------------------------------ isotonic rows

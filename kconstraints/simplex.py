@@ -23,11 +23,25 @@ from kconstraints._checks import (
     resolve_axis,
 )
 from kconstraints._constants import UNIT_ROUNDOFF
-from kconstraints._kernels import bounded_threshold, threshold
+from kconstraints._kernels import bounded_shift, threshold
 from kconstraints._registry import fan_in, register
 from kconstraints._tensors import clamp, safe_divisor, slices_as_rows, upcast
 
 __all__ = ["L1Ball", "Simplex"]
+
+
+def _below_top(x, axes):
+    """`x` minus the largest entry of its slice over `axes`: entries <= 0, the top exactly 0.
+
+    The shift of a slice lies in `[max(x) - total, max(x)]` (Michelot's
+    start, see `michelot_threshold`): with large entries `x - theta` would
+    keep only the rounding of `theta` (ulp(1e9) = 64 in float32; a slice of
+    1e9s came out all 0). The top entry is always in the support, and the
+    difference of two floats within a factor 2 of each other is exact
+    (Sterbenz 1974): after this shift the support is exact, and the
+    threshold is found, and subtracted, on numbers of the size of `total`.
+    """
+    return x - ops.amax(x, axis=axes, keepdims=True)  # not ops.max: see _backend.py
 
 
 class _SliceThreshold(Constraint):
@@ -61,7 +75,9 @@ class Simplex(_SliceThreshold):
     scalar `theta` makes the slice sum to `total`. Without `max_value` it is
     found exactly by a few vectorized Michelot passes (Condat 2016), with a
     sort of the slice as the fallback (Duchi et al. 2008); with it, by a sort
-    of the 2n breakpoints (Kiwiel 2008). Exact on ties and zeros; an
+    of the 2n breakpoints (Kiwiel 2008). Both work relative to an entry of
+    the support, so entries of any magnitude (1e30 in float32) give a point
+    of the set. Exact on ties and zeros; an
     all-equal slice becomes the uniform `total / n`. The set of a slice of n
     entries must not be empty: `n * min_value <= total <= n * max_value`.
 
@@ -107,13 +123,17 @@ class Simplex(_SliceThreshold):
             return ops.full_like(x, low if point == "min" else high)
         if high is None:
             # Shifted by the floor, the set is the plain simplex of total - n * min_value.
-            shifted = x - threshold(x - low, self.total - n * low, axes)
-            return ops.where(shifted < low, ops.full_like(shifted, low), shifted)
+            v = _below_top(x - low, axes)
+            shifted = v - threshold(v, self.total - n * low, axes)
+            return low + ops.where(shifted < 0, ops.zeros_like(shifted), shifted)  # NaN stays
         rows, restore = slices_as_rows(x, axes)  # the breakpoints are sorted along rows
-        z = clamp(rows - bounded_threshold(rows, self.total, low, high), low, high)
-        # One correction of the free entries: with large entries the shift
-        # itself is rounded (ulp(1e6) = 0.06 in float32), and the residual of
-        # the small outputs is not.
+        # The shift as a free entry and a small offset: with a cap the free
+        # entries may lie far below the top (see `bounded_shift`).
+        pivot, offset = bounded_shift(rows, self.total, low, high)
+        z = clamp((rows - pivot) - offset, low, high)
+        # One correction of the free entries for the rounding left (of the
+        # offset; of the pivot's breakpoints where they are not solved again):
+        # the residual of the small outputs is not rounded.
         free = ops.logical_and(z > low, z < high)
         n_free = ops.sum(ops.cast(free, z.dtype), axis=-1, keepdims=True)
         residual = self.total - ops.sum(z, axis=-1, keepdims=True)
@@ -160,8 +180,11 @@ class L1Ball(_SliceThreshold):
     def project(self, w):
         x, axes, n = self._slices(w)
         magnitude = ops.abs(x)
-        theta = threshold(magnitude, self.radius, axes)
-        shrunk = magnitude - theta
+        # The threshold is theta = top + theta_below, found on the shifted magnitudes.
+        top = ops.amax(magnitude, axis=axes, keepdims=True)
+        below = magnitude - top
+        theta_below = threshold(below, self.radius, axes)
+        shrunk = below - theta_below
         shrunk = ops.where(shrunk > 0, ops.sign(x) * shrunk, ops.zeros_like(shrunk))
         # A slice inside the ball is kept bit for bit; so is one whose norm is
         # above the radius only by the rounding of its sum (theta > 0 alone
@@ -169,4 +192,5 @@ class L1Ball(_SliceThreshold):
         eps = UNIT_ROUNDOFF[keras.backend.standardize_dtype(x.dtype)]
         slack = self.radius * eps * (2 + math.log2(n))
         outside = ops.sum(magnitude, axis=axes, keepdims=True) > self.radius + slack
-        return ops.where(ops.logical_and(theta > 0, outside), shrunk, x)
+        theta_positive = top + theta_below > 0  # a rounded sum keeps its sign
+        return ops.where(ops.logical_and(theta_positive, outside), shrunk, x)

@@ -244,3 +244,41 @@ def test_fast_threshold_matches_the_sort_on_long_slices(shape, axis):
             ):
                 got = to_np(c(tensor(w, "float64")))
                 np.testing.assert_allclose(got, ref(w), rtol=0, atol=1e-6 * scale)
+
+
+# ------------------------------------------------------- large entries
+
+# (constraint, cap of an entry); every slice sums to 1 (0.8), or has L1 norm 1.
+MAGNITUDE_CASES = [
+    (kc.Simplex(1.0, axis=-1), 1.0),
+    (kc.Simplex(0.8, axis=-1), 0.8),
+    (kc.Simplex(1.0, axis=-1, max_value=1.0), 1.0),
+    # The cap binds: the free entries lie far below the capped top.
+    (kc.Simplex(1.0, axis=-1, max_value=0.8), 0.8),
+    (kc.L1Ball(1.0, axis=-1), None),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("constraint, cap", MAGNITUDE_CASES, ids=lambda v: str(v))
+def test_large_entries_still_give_a_point_of_the_set(constraint, cap, dtype):
+    """Slices of 50 entries from 1 to finfo.max / 1000: the shift is taken relative to an entry.
+
+    Relative to 0 it kept only its own rounding: at 1e9 in float32 every
+    slice came out 0, at 1e16 in float64 off the set too.
+    """
+    rng = np.random.default_rng(41)
+    base = np.concatenate([rng.normal(size=(4, 50)), rng.uniform(size=(4, 50))])
+    scales = np.logspace(0, np.log10(np.finfo(dtype).max / 1000), 14)
+    # One call for all scales: a large slice must not disturb a small one.
+    w = (scales[:, None, None] * base).reshape(-1, 50)
+    eps = float(np.finfo(dtype).eps)
+    with float64_enabled():
+        got = to_np(constraint(tensor(w, dtype)))
+    assert np.isfinite(got).all()
+    if cap is None:  # every slice lies outside the ball: its projection is on the sphere
+        np.testing.assert_allclose(np.abs(got).sum(-1), 1.0, rtol=100 * eps, atol=0)
+        return
+    assert got.min() >= 0.0
+    assert got.max() <= cap * (1 + 100 * eps)
+    np.testing.assert_allclose(got.sum(-1), constraint.total, rtol=100 * eps, atol=0)
