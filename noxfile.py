@@ -7,7 +7,7 @@ each of those is also a session of its own for running it alone.
 
 Run on request only: demo, docs, bench (the full benchmark), gpu, long (the
 tests marked `long`, left out of the default run to keep it short; CI runs
-them), fuzz (the property tests with 20 times the generated inputs; CI runs
+them), fuzz (the property tests with 5 times the generated inputs; CI runs
 it), and lowest and latest (the oldest and newest supported releases; CI
 runs them).
 """
@@ -85,7 +85,7 @@ def long(session, backend):
 
 
 # `fuzz`: every property test of every registered constraint, through
-# kconstraints.testing with 200 generated inputs per dtype where the default
+# kconstraints.testing with 50 generated inputs per dtype where the default
 # run tries 10 (tests/properties.py reads KCONSTRAINTS_EXAMPLES).
 FUZZ = "test_properties or test_nonexpansive_and_optimal or registry_example"
 
@@ -93,9 +93,9 @@ FUZZ = "test_properties or test_nonexpansive_and_optimal or registry_example"
 @nox.session(default=False)
 @nox.parametrize("backend", BACKENDS)
 def fuzz(session, backend):
-    """The property tests with a large budget of generated inputs (KCONSTRAINTS_EXAMPLES=200)."""
+    """The property tests with a large budget of generated inputs (KCONSTRAINTS_EXAMPLES=50)."""
     install(session, backend, "test", "bench", *REFERENCES[backend])
-    examples = os.environ.get("KCONSTRAINTS_EXAMPLES", "200")
+    examples = os.environ.get("KCONSTRAINTS_EXAMPLES", "50")
     env = {**suite_env(backend), "KCONSTRAINTS_EXAMPLES": examples}
     session.run("pytest", *WORKERS, "-k", FUZZ, "tests", *session.posargs, env=env)
 

@@ -6,7 +6,7 @@ method over the module's cases. Every case carries a float64 NumPy reference
 of its projection: a one-line lambda or a function of `tests/references.py`.
 Each test is one `check_constraint` call, the way a user checks their own
 constraint; `KCONSTRAINTS_EXAMPLES` sets its generated inputs per dtype
-(10 here, 200 in `nox -s fuzz`). A case's fields decide which tests it gets
+(10 here, 50 in `nox -s fuzz`). A case's fields decide which tests it gets
 (`convex`, `projection`): a test no case of a module gets is not generated
 there at all.
 """
