@@ -145,22 +145,27 @@ def power_estimate(x, iterations):
     the estimate `||W^T u|| <= sigma_1`, exact for a rank-one W after one
     step; with no step, the estimate is the largest row norm.
     """
-    # Squares of W / max|W|: those of W itself overflow from 1e19 in float32,
-    # where every row tied at inf and the start was the first row.
+    # The iteration runs on W / max|W|, whose sigma_1 lies in [1, sqrt(m n)],
+    # and the estimate is scaled back: on W itself, the squares in the row and
+    # vector norms overflowed from entries of 1e19 in float32 and underflowed
+    # below 1e-19 (found by kconstraints.testing). Scaling once keeps each
+    # step's norms plain, as cheap eagerly as they were before.
     top = safe_divisor(ops.amax(ops.abs(x), axis=(-2, -1), keepdims=True))
-    rows = ops.sum(ops.square(x / top), axis=-1)
+    x = x / top
+    rows = ops.sum(ops.square(x), axis=-1)
     pick = ops.one_hot(ops.argmax(rows, axis=-1), x.shape[-2], dtype=x.dtype)
     # W^T u is computed as the row u^T W: XLA on a CPU multiplies a transposed
     # matrix by a vector 13 times slower (see `_backend.py`).
     v = pick[..., None, :] @ x  # rows: v^T
-    estimate = frobenius(v)
     for _ in range(iterations):
-        u = x @ transpose(v / safe_divisor(frobenius(v)))
-        # u of unit norm before the second matvec: W^T W v itself overflowed
-        # for float32 kernels of 1e19 (found by kconstraints.testing).
-        v = transpose(u / safe_divisor(frobenius(u))) @ x
-        estimate = frobenius(v)
-    return estimate
+        u = x @ transpose(v / safe_divisor(plain_norms(v)))
+        v = transpose(u / safe_divisor(plain_norms(u))) @ x
+    return top * plain_norms(v)
+
+
+def plain_norms(x):
+    """The Frobenius norm of each matrix, unscaled: for entries known to be near 1."""
+    return ops.sqrt(ops.sum(ops.square(x), axis=(-2, -1), keepdims=True))
 
 
 def newton_schulz_polar(x, iterations):
