@@ -11,6 +11,11 @@ from __future__ import annotations
 #: allows a slice's norm above the radius by the rounding of its sum.
 UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53}
 
+#: The fraction of `high - low` by which the breakpoints next to a bounded
+#: simplex shift's pivot may be rounded before `_kernels.bounded_shift` solves
+#: again around the pivot: the error one solve leaves in the free entries.
+PIVOT_ROUNDING = 2.0**-10
+
 #: Machine epsilon of each compute dtype: the gap from 1 to the next float
 #: (`2 u`). The margin of `SpectralNorm`'s estimated norm is a multiple of it.
 MACHINE_EPSILON = {"float32": 2.0**-23, "float64": 2.0**-52}

@@ -22,7 +22,7 @@ import keras
 from keras import ops
 
 from kconstraints._backend import cond, fori_loop, while_loop
-from kconstraints._constants import UNIT_ROUNDOFF
+from kconstraints._constants import PIVOT_ROUNDING, UNIT_ROUNDOFF
 from kconstraints._tensors import clamp, cumsum_last, safe_divisor, scalar, slices_as_rows
 
 # ------------------------------------------------------ the simplex threshold
@@ -119,12 +119,6 @@ def threshold(x, total, axes=(-1,)):
     # Under torch.compile every operand of the branches must be a tensor.
     operands = (x, tau, settled, scalar(total, x))
     return cond(ops.all(settled), keep, sort_unsettled, operands)
-
-
-# The bounded shift is solved again around its pivot where the breakpoints
-# next to it were rounded by more than this fraction of `high - low`
-# (`bounded_shift`): the error that one solve leaves in the free entries.
-PIVOT_ROUNDING = 2.0**-10
 
 
 def bounded_shift(v, total, low, high):
