@@ -125,14 +125,20 @@ def check_broadcast(owner, name_a, shape_a, name_b, shape_b):
         )
 
 
+#: The `axis` that names every axis but the last: one Dense unit's or one
+#: Conv filter's incoming weights, whatever the kernel's rank.
+FAN_IN = "fan_in"
+
+
 def check_axis(owner, name, value):
-    """None, an int, or a non-empty list/tuple of distinct ints (a list is returned as a list)."""
-    if value is None:
-        return None
+    """None, `"fan_in"`, an int, or a non-empty list/tuple of distinct ints (a list stays a list)."""
+    if value is None or value == FAN_IN:
+        return value
     items = list(value) if isinstance(value, (list, tuple)) else [value]
     if not items or any(isinstance(a, bool) or not isinstance(a, numbers.Integral) for a in items):
         raise ValueError(
-            f"{owner}: `{name}` must be None, an int or a list/tuple of ints, got {value!r}."
+            f"{owner}: `{name}` must be None, {FAN_IN!r}, an int or a list/tuple of ints, "
+            f"got {value!r}."
         )
     if len({int(a) for a in items}) != len(items):
         raise ValueError(f"{owner}: `{name}` must not repeat an axis, got {value!r}.")
@@ -321,6 +327,8 @@ def resolve_axis(owner, name, axis, shape):
     ndim = len(shape)
     if axis is None:
         return tuple(range(ndim))
+    if axis == FAN_IN:  # every axis but the last; a vector is one slice
+        return tuple(range(max(ndim - 1, 1)))
     items = axis if isinstance(axis, list) else [axis]
     if any(not -ndim <= a < ndim for a in items):
         raise ValueError(

@@ -4,10 +4,17 @@
 For a Dense kernel of shape `(input_dim, units)`, `axis=0` constrains the
 incoming weight vector of each unit. For a Conv2D kernel of shape
 `(rows, cols, in_channels, filters)`, `axis=[0, 1, 2]` constrains each
-filter. `axis=None` treats the whole tensor as one vector; negative axes work.
+filter, and so does `axis="fan_in"` (every axis but the last) for a kernel of
+any rank. `axis=None` treats the whole tensor as one vector; negative axes
+work. The default `axis=0` on a kernel of three or more dimensions bounds
+its rows, not its filters (Keras's convention: its `MaxNorm(0.5)` let filter
+norms reach 1.65 on a Conv2D kernel), and warns; `axis=[0]` keeps that
+choice without the warning.
 """
 
 from __future__ import annotations
+
+import warnings
 
 from keras import ops
 
@@ -24,6 +31,15 @@ class _NormConstraint(Constraint):
 
     def _norms(self, w):
         x = upcast(w)
+        if self.axis == 0 and len(x.shape) >= 3:  # an int 0: the default, Keras's trap
+            warnings.warn(
+                f"{self._owner}: axis=0 on a weight of shape {tuple(x.shape)} takes the norm "
+                "of each slice along axis 0, not of each filter; a convolution kernel's "
+                "filters need axis='fan_in' (every axis but the last). Pass axis=[0] to keep "
+                "axis 0 without this warning.",
+                UserWarning,
+                stacklevel=2,
+            )
         return x, l2_norms(x, resolve_axis(self._owner, "axis", self.axis, x.shape))
 
 
@@ -46,7 +62,8 @@ class MaxNorm(_NormConstraint):
     Args:
         max_value: the largest allowed Euclidean norm of a slice (>= 0).
         axis: the axes a norm is taken over (see the module docstring):
-            `0` for a Dense kernel, `[0, 1, 2]` for a Conv2D kernel.
+            `0` for a Dense kernel, `[0, 1, 2]` or `"fan_in"` for a Conv2D
+            kernel.
 
     Example:
 
@@ -82,7 +99,8 @@ class UnitNorm(_NormConstraint):
 
     Args:
         axis: the axes a norm is taken over (see the module docstring):
-            `0` for a Dense kernel, `[0, 1, 2]` for a Conv2D kernel.
+            `0` for a Dense kernel, `[0, 1, 2]` or `"fan_in"` for a Conv2D
+            kernel.
 
     Example:
 
@@ -122,7 +140,8 @@ class MinMaxNorm(_NormConstraint):
         max_value: the largest allowed norm (>= `min_value`).
         rate: the fraction of the way to move, in (0, 1].
         axis: the axes a norm is taken over (see the module docstring):
-            `0` for a Dense kernel, `[0, 1, 2]` for a Conv2D kernel.
+            `0` for a Dense kernel, `[0, 1, 2]` or `"fan_in"` for a Conv2D
+            kernel.
 
     Example:
 

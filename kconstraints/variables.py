@@ -12,6 +12,7 @@ non-trainable variables, and the steps a `LossScaleOptimizer` skips.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import math
 import warnings
@@ -59,6 +60,7 @@ def _variables(obj, out, seen):
     elif isinstance(obj, keras.layers.Layer):
         # During fit() on JAX the trainer holds the live weights: see _backend.py.
         sync_training_state(obj)
+        _check_layer_constraints(obj)
         for v in obj.weights:
             _variables(v, out, seen)
     elif isinstance(obj, (list, tuple)):
@@ -237,13 +239,73 @@ def violations(obj):
     return out
 
 
+def _config_attribute(layer, attribute):
+    """The `*_constraint` attribute of `layer` that Keras builds its weight `attribute` from, or None.
+
+    Keras names it after the weight: `kernel_constraint` for `kernel` (kept
+    as `_kernel` by Dense), `recurrent_constraint` for `recurrent_kernel`,
+    `depthwise_constraint` for `depthwise_kernel`, and for the `kernel` of
+    `DepthwiseConv*D`. A layer's config holds these, so they are what a
+    saved model keeps.
+    """
+    base = attribute.lstrip("_")
+    names = [f"{base}_constraint"]
+    if base.endswith("_kernel"):
+        names.append(f"{base[: -len('_kernel')]}_constraint")
+    if base == "kernel":
+        names.append("depthwise_constraint")
+    return next((name for name in names if hasattr(layer, name)), None)
+
+
+def _layer_weights(layer):
+    """`(attribute, variable, config attribute)` for each weight `layer` holds as an attribute."""
+    for attribute, value in vars(layer).items():
+        if isinstance(value, keras.Variable):
+            name = _config_attribute(layer, attribute)
+            if name is not None:
+                yield attribute, value, name
+
+
+def _check_layer_constraints(model):
+    """Raise where a layer names a constraint its weight does not carry (set after build)."""
+    # `_flatten_layers` is private, but every Keras 3 has it: every nested layer.
+    for layer in model._flatten_layers(include_self=True):
+        for _, variable, name in _layer_weights(layer):
+            given = getattr(layer, name)
+            if given is not None and variable.constraint is None:
+                raise ValueError(
+                    f"Layer {layer.name!r} ({type(layer).__name__}) has `{name}`={given!r}, but "
+                    f"its weight {variable.path!r} carries no constraint: Keras reads `{name}` "
+                    "only when it builds the weight, so the optimizer would never apply it. "
+                    "Use kconstraints.constrain(variable, constraint), which sets both."
+                )
+
+
+def _layer_owners(variable):
+    """The layers that hold `variable` as an attribute, with that attribute's name.
+
+    A Keras variable keeps no reference to its layer, so the layers are found
+    among the objects that refer to the variable: a layer's instance dict
+    (`gc.get_referrers`, some tens of milliseconds in a process with a backend
+    loaded; `constrain` calls it once).
+    """
+    found = []
+    for holder in gc.get_referrers(variable):
+        if not (isinstance(holder, dict) and "_tracker" in holder):  # not a layer's __dict__
+            continue
+        for layer in gc.get_referrers(holder):
+            if isinstance(layer, keras.layers.Layer) and getattr(layer, "__dict__", None) is holder:
+                found += [(layer, key) for key, value in holder.items() if value is variable]
+    return found
+
+
 def _warn_if_frozen(variable, constraint):
     if not variable.trainable:
         warnings.warn(
             f"Variable {variable.path!r} is not trainable, so the optimizer never applies "
             f"its constraint {constraint!r}; call kconstraints.project() to apply it.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
 
@@ -253,9 +315,22 @@ def constrain(variable, constraint, *, project=True):
     `optimizer.apply` reads `variable.constraint` after each update, so
     setting that attribute is all Keras needs; this function checks its
     argument, resolves `constraint` like `kconstraints.get`, and by default
-    projects the current value at once so the variable starts feasible. It
+    projects the current value at once so the variable starts feasible (it
+    calls the constraint on the value even with `project=False`, so that a
+    wrong `axis` or shape raises here, not inside the first train step). It
     warns when the variable is not trainable: the optimizer never updates it,
     so only `kconstraints.project` would apply the constraint.
+
+    A layer's weight also gets the constraint in the layer's own argument
+    (`kernel_constraint` for a `Dense` kernel, `recurrent_constraint` for a
+    recurrent kernel, ...), which is what the layer's config, and so a saved
+    `.keras` model, keeps: the loaded model builds its weight with it and
+    training resumes constrained. A custom layer's weight with no such
+    argument gets the constraint for this session only, with a warning.
+    Setting `layer.kernel_constraint` on a built layer does not reach its
+    weight (Keras reads it once, when it builds the weight);
+    `kconstraints.project`, `violations` and the callbacks raise on such a
+    layer rather than leave it unconstrained.
 
     Args:
         variable: a `keras.Variable`.
@@ -274,12 +349,34 @@ def constrain(variable, constraint, *, project=True):
     [0.0, 3.0]
     """
     check_variable("constrain", variable)
-    constraint = get(constraint)
-    variable.constraint = constraint
+    return _attach(variable, get(constraint), project, _layer_owners(variable))
+
+
+def _attach(variable, constraint, project, owners):
+    """`constrain` for the `(layer, attribute)` pairs that hold `variable`."""
     if constraint is not None:
+        # Called on the weight's value now even when it is not projected, so
+        # that a wrong `axis` or shape fails here, not inside the first step.
+        projected = constraint(_value(variable))
+    variable.constraint = constraint
+    kept = [_config_attribute(layer, attribute) for layer, attribute in owners]
+    for (layer, _), name in zip(owners, kept, strict=True):
+        if name is not None:  # what the layer's config, and so a saved model, keeps
+            setattr(layer, name, constraint)
+    if constraint is not None:
+        if None in kept:
+            layer, attribute = owners[kept.index(None)]
+            warnings.warn(
+                f"Layer {layer.name!r} ({type(layer).__name__}) has no constraint argument for "
+                f"its weight `{attribute}`, so a saved model will not keep {constraint!r} on "
+                f"{variable.path!r}; give it to `add_weight(constraint=...)` in the layer's "
+                "build, or call kconstraints.constrain again after loading.",
+                UserWarning,
+                stacklevel=3,
+            )
         _warn_if_frozen(variable, constraint)
         if project:
-            variable.assign(constraint(_value(variable)))
+            variable.assign(projected)
     return variable
 
 
@@ -326,4 +423,4 @@ def Variable(
         note=" (and `constraint` here)",
     )
     variable = keras.Variable(initializer, shape=shape, dtype=dtype, trainable=trainable, **kwargs)
-    return constrain(variable, constraint, project=project)
+    return _attach(variable, get(constraint), project, owners=())  # no layer holds it yet

@@ -1,5 +1,7 @@
 """norm.py: MaxNorm, UnitNorm, MinMaxNorm, and their parity with keras.constraints."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -30,13 +32,14 @@ class TestNormProperties(PropertySuite):
 DENSE, CONV = (16, 8), (3, 3, 4, 6)
 PARITY = [
     (kc.MaxNorm(), keras.constraints.MaxNorm(), DENSE),
-    (kc.MaxNorm(), keras.constraints.MaxNorm(), CONV),
+    # Keras's default axis 0 on a Conv kernel, chosen as [0]: ours warns on a bare 0.
+    (kc.MaxNorm(axis=[0]), keras.constraints.MaxNorm(), CONV),
     (kc.MaxNorm(0.7, axis=[0, 1, 2]), keras.constraints.MaxNorm(0.7, axis=[0, 1, 2]), CONV),
     (kc.UnitNorm(), keras.constraints.UnitNorm(), DENSE),
     (kc.UnitNorm(axis=1), keras.constraints.UnitNorm(axis=1), DENSE),
     (kc.UnitNorm(axis=[0, 1, 2]), keras.constraints.UnitNorm(axis=[0, 1, 2]), CONV),
     (kc.MinMaxNorm(), keras.constraints.MinMaxNorm(), DENSE),
-    (kc.MinMaxNorm(0.5, 2.0, rate=0.3), keras.constraints.MinMaxNorm(0.5, 2.0, rate=0.3), CONV),
+    (kc.MinMaxNorm(0.5, 2.0, 0.3, [0]), keras.constraints.MinMaxNorm(0.5, 2.0, rate=0.3), CONV),
     (kc.NonNeg(), keras.constraints.NonNeg(), DENSE),
 ]
 
@@ -106,3 +109,26 @@ def test_axis_out_of_range_names_axis_and_shape(axis):
 def test_integer_weight_is_a_type_error():
     with pytest.raises(TypeError, match="MaxNorm.*int32"):
         kc.MaxNorm()(ops.ones((3, 2), dtype="int32"))
+
+
+@pytest.mark.parametrize("make", [kc.MaxNorm, kc.UnitNorm, kc.MinMaxNorm])
+def test_axis_fan_in_takes_each_filter_of_a_kernel_of_any_rank(make):
+    rng = np.random.default_rng(0)
+    for shape in [(5, 3), (3, 4, 2), (3, 3, 4, 2), (2, 3, 3, 4, 2)]:
+        w = rng.normal(size=shape) * 3
+        got = to_np(make(axis="fan_in")(tensor(w)))
+        expected = to_np(make(axis=list(range(len(shape) - 1)))(tensor(w)))
+        np.testing.assert_array_equal(got, expected)
+    assert make(axis="fan_in").get_config()["axis"] == "fan_in"
+
+
+def test_axis_zero_on_a_conv_kernel_warns_and_names_the_fix():
+    kernel = tensor(np.ones((3, 3, 4, 2)))
+    with pytest.warns(UserWarning, match=r"axis=0 on a weight of shape \(3, 3, 4, 2\).*'fan_in'"):
+        kc.MaxNorm(0.5)(kernel)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kc.MaxNorm(0.5, axis=[0])(kernel)  # chosen: no warning
+        kc.MaxNorm(0.5)(tensor(np.ones((4, 2))))  # a Dense kernel: no warning
+    with pytest.raises(ValueError, match="'fan_in'"):
+        kc.MaxNorm(0.5, axis="filters")

@@ -385,3 +385,106 @@ def test_distributed_data_parallel_trains_as_the_bare_model(one_process_group):
         results.append([v.numpy() for v in model.weights])
     for bare, wrapped in zip(*results, strict=True):
         np.testing.assert_allclose(wrapped, bare, rtol=1e-6, atol=1e-7)
+
+
+# --- constrain and the layer's config: a saved model keeps the constraint ---
+
+
+def test_constrain_survives_save_and_load_and_training_resumes_constrained(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1), keras.layers.Dense(1)])
+    kc.constrain(model.layers[0].kernel, kc.NonNeg())
+    assert isinstance(model.layers[0].kernel_constraint, kc.NonNeg)
+    path = tmp_path / "constrained.keras"
+    model.save(path)
+
+    loaded = keras.models.load_model(path, safe_mode=True)
+    assert isinstance(loaded.layers[0].kernel.constraint, kc.NonNeg)
+    assert loaded.layers[1].kernel.constraint is None
+    x = np.random.default_rng(0).random((64, 4)).astype("float32")
+    # The second layer fixed at +1: the target then pulls the first kernel negative.
+    loaded.layers[1].kernel.assign(np.ones((1, 1), "float32"))
+    loaded.layers[1].trainable = False
+    loaded.compile(keras.optimizers.SGD(0.01), "mse")
+    history = loaded.fit(x, -10 * x.sum(axis=1, keepdims=True), epochs=3, verbose=0)
+    kernel = to_np(loaded.layers[0].kernel.value)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert kernel.min() >= 0.0
+    assert (kernel == 0).any()  # the constraint was active, not idle
+
+
+def test_constrain_none_clears_the_layer_argument_too():
+    layer = keras.layers.Dense(2, kernel_constraint=kc.NonNeg())
+    layer.build((3,))
+    kc.constrain(layer.kernel, None)
+    assert layer.kernel.constraint is None and layer.kernel_constraint is None
+
+
+KERAS_LAYERS = [
+    (keras.layers.Dense(2), (3,)),
+    (keras.layers.EinsumDense("ab,bc->ac", output_shape=2, bias_axes="c"), (3,)),
+    (keras.layers.Conv2D(2, 3), (5, 5, 3)),
+    (keras.layers.DepthwiseConv2D(3), (5, 5, 3)),
+    (keras.layers.SeparableConv1D(2, 3), (5, 3)),
+    (keras.layers.Embedding(5, 2), (3,)),
+    (keras.layers.BatchNormalization(), (3,)),
+    (keras.layers.LayerNormalization(), (3,)),
+    (keras.layers.PReLU(), (3,)),
+    (keras.layers.LSTM(2), (4, 3)),
+]
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape"), KERAS_LAYERS, ids=[type(lay).__name__ for lay, _ in KERAS_LAYERS]
+)
+def test_constrain_sets_the_argument_keras_builds_each_weight_from(layer, shape):
+    model = keras.Sequential([keras.Input(shape), layer])
+    weights = [v for v in model.weights if v.trainable]
+    assert weights
+    clip = kc.Clip(-1.0, 1.0)
+    for v in weights:
+        kc.constrain(v, clip)
+    config = type(layer).from_config(layer.get_config())
+    rebuilt = keras.Sequential([keras.Input(shape), config])
+    # Built from its config alone, each weight gets back its constraint.
+    built = [v.constraint for v in rebuilt.weights if v.trainable]
+    assert len(built) == len(weights)
+    assert all(isinstance(c, kc.Clip) and c.get_config() == clip.get_config() for c in built)
+
+
+def test_constrain_warns_where_a_custom_layer_saves_no_constraint():
+    class Scale(keras.layers.Layer):
+        def build(self, shape):
+            self.scale = self.add_weight(shape=(shape[-1],), initializer="ones")
+
+        def call(self, x):
+            return x * self.scale
+
+    model = keras.Sequential([keras.Input((3,)), Scale()])
+    with pytest.warns(UserWarning, match="will not keep NonNeg"):
+        kc.constrain(model.layers[0].scale, kc.NonNeg())
+    assert isinstance(model.layers[0].scale.constraint, kc.NonNeg)
+
+
+def test_a_constraint_set_on_a_built_layer_is_rejected_not_ignored():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.layers[0].kernel_constraint = kc.NonNeg()  # Keras would never apply it
+    with pytest.raises(ValueError, match="kernel_constraint.*carries no constraint"):
+        kc.project(model)
+    with pytest.raises(ValueError, match="kernel_constraint"):
+        kc.violations(model)
+    model.compile("sgd", "mse")
+    x = np.ones((4, 3), "float32")
+    with pytest.raises(ValueError, match="kernel_constraint"):
+        model.fit(x, x[:, :2], verbose=0, callbacks=[kc.callbacks.EnforceConstraints()])
+    kc.constrain(model.layers[0].kernel, model.layers[0].kernel_constraint)
+    assert kc.project(model) == 1
+
+
+def test_constrain_checks_the_shape_even_without_projecting():
+    v = keras.Variable(np.ones((4, 3), "float32"))
+    with pytest.raises(ValueError, match=r"`axis`=\[0, 1, 2\] is out of range .* \(4, 3\)"):
+        kc.constrain(v, kc.MaxNorm(2.0, axis=[0, 1, 2]), project=False)
+    assert v.constraint is None  # nothing attached on failure
+    with pytest.raises(ValueError, match="out of range"):
+        kc.Variable(np.ones(3, "float32"), constraint=kc.UnitNorm(axis=1), project=False)
