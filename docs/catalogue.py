@@ -95,6 +95,22 @@ def index_table(all_specs):
     return "\n".join(rows)
 
 
+def uses_table(all_specs):
+    """The "Which constraint?" table: each `uses` phrase and the constraints that declare it.
+
+    Rows follow the reference's module order (`SECTIONS`), then the order
+    the modules declare their classes.
+    """
+    rank = {module: i for i, module in enumerate(SECTIONS)}
+    rows = {}
+    for spec in sorted(all_specs, key=lambda s: rank[s.module]):
+        for use in spec.uses:
+            rows.setdefault(use, []).append(f"`{spec.name}`")
+    lines = ["| you want | use |", "| --- | --- |"]
+    lines += [f"| {use} | {', '.join(names)} |" for use, names in rows.items()]
+    return "\n".join(lines)
+
+
 def not_exact_list(all_specs):
     """The constraints that are not (always) the exact Euclidean projection, and why."""
     return "\n".join(f"- `{s.name}`: {s.exact}." for s in all_specs if s.exact is not True)
@@ -136,6 +152,7 @@ def init_all(all_specs):
 BLOCKS = {
     "README.md": [("constraints", readme_table, "html")],
     "docs/index.md": [("families", index_table, "html"), ("not-exact", not_exact_list, "html")],
+    "docs/getting-started.md": [("uses", uses_table, "html")],
     "docs/reference/constraints.md": [("sections", reference_sections, "html")],
     "kconstraints/__init__.py": [
         ("imports", init_imports, "python"),

@@ -40,6 +40,8 @@ class Spec:
     constraint built for a Dense kernel `(input_dim, units)`, a Conv2D kernel
     `(rows, cols, in_channels, filters)` or the test shape `shape`, or None
     where it does not apply (square-only constraints on a tall kernel).
+    `uses`: what a user wants when they reach for it, the rows of the docs'
+    "Which constraint?" table (constraints with the same phrase share a row).
     """
 
     cls: type
@@ -49,6 +51,7 @@ class Spec:
     summary: str
     examples: dict[str, Callable]
     shape: tuple
+    uses: tuple = ()
 
     @property
     def name(self) -> str:
@@ -81,12 +84,13 @@ def stacked(shape):
     return len(shape) == 3
 
 
-def register(*, family, convex, exact, summary, examples, shape=(6, 4)):
+def register(*, family, convex, exact, summary, examples, shape=(6, 4), uses=()):
     """Declare a constraint: Keras serialization (safe mode), `get`, and its `Spec`.
 
     `examples` is one `make(kernel_shape)` or a dict from variant labels to
     them; the label `""` is the plain variant, named after the class, and
-    `"gram"` becomes `"SpectralNorm[gram]"`.
+    `"gram"` becomes `"SpectralNorm[gram]"`. `uses`: a phrase or a tuple of
+    them (see `Spec`).
     """
     if family not in FAMILIES:
         raise ValueError(f"register: `family` must be one of {list(FAMILIES)}, got {family!r}.")
@@ -94,12 +98,13 @@ def register(*, family, convex, exact, summary, examples, shape=(6, 4)):
         raise ValueError(f"register: `exact` must be True or a sentence, got {exact!r}.")
     if callable(examples):
         examples = {"": examples}
+    uses = (uses,) if isinstance(uses, str) else tuple(uses)
 
     def declare(cls):
         unregister(cls.__name__)  # a class defined again (a reloaded module, a test) replaces it
         cls = keras.saving.register_keras_serializable(package=PACKAGE)(cls)
         named = {(f"{cls.__name__}[{k}]" if k else cls.__name__): v for k, v in examples.items()}
-        spec = Spec(cls, family, convex, exact, summary, named, tuple(shape))
+        spec = Spec(cls, family, convex, exact, summary, named, tuple(shape), uses)
         SPECS.append(spec)
         NAMES[cls.__name__] = NAMES[snake_case(cls.__name__)] = cls
         return cls

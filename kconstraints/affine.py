@@ -42,6 +42,7 @@ __all__ = ["AffineSet", "CenterAround", "Halfspace", "Hyperplane"]
     exact=True,
     summary="mean(w, axis) = ref_value",
     examples=lambda shape: CenterAround(0.0, axis=0 if len(shape) == 3 else None),
+    uses="weights on an affine set: zero mean, a fixed sum, linear equalities ([guide](guides/affine-sets.md))",
 )
 class CenterAround(Constraint):
     """Fixed mean: the projection onto `{w : mean(w_slice) = ref_value}`.
@@ -115,6 +116,7 @@ class _Normal(_SliceAffine):
     exact=True,
     summary="⟨a, slice⟩ = offset (`normal=None`: sum(slice) = offset); exact, closed form",
     examples=lambda shape: Hyperplane(fan_in_normal(shape), 1.0, axis=fan_in(shape)),
+    uses="weights on an affine set: zero mean, a fixed sum, linear equalities ([guide](guides/affine-sets.md))",
 )
 class Hyperplane(_Normal):
     """Hyperplane: the projection onto `{w : <a, w_slice> = offset}` for every slice.
@@ -156,6 +158,7 @@ class Hyperplane(_Normal):
     exact=True,
     summary="⟨a, slice⟩ <= offset; exact, closed form",
     examples=lambda shape: Halfspace(fan_in_normal(shape), -2.0, axis=fan_in(shape)),
+    uses="a linear inequality on each slice",
 )
 class Halfspace(_Normal):
     """Half-space: the projection onto `{w : <a, w_slice> <= offset}` for every slice.
@@ -209,6 +212,7 @@ _LOOPED = 16
         if len(shape) == 4 and tuple(shape[:2]) == (3, 3)
         else AffineSet(*affine_rows(shape), axis=fan_in(shape))
     ),
+    uses="weights on an affine set: zero mean, a fixed sum, linear equalities ([guide](guides/affine-sets.md))",
 )
 class AffineSet(_SliceAffine):
     """Affine set: the projection onto `{w : A w_slice = b}` for every slice.

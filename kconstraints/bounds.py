@@ -19,6 +19,7 @@ __all__ = ["Clip", "NonNeg"]
     exact=True,
     summary="w >= 0",
     examples=lambda shape: NonNeg(),
+    uses="non-negative weights, input-convex networks ([guide](guides/input-convex.md))",
 )
 class NonNeg(Constraint):
     """Non-negative weights: the projection onto the orthant `{w : w >= 0}`.
@@ -47,6 +48,7 @@ class NonNeg(Constraint):
     exact=True,
     summary="min <= w <= max, bounds scalar or per entry",
     examples=lambda shape: Clip(-0.5, 0.5),
+    uses="weights in a range, WGAN clipping ([guide](guides/wgan-weight-clipping.md))",
 )
 class Clip(Constraint):
     """Elementwise bounds: the projection onto the box `{w : min_value <= w <= max_value}`.

@@ -30,6 +30,7 @@ class _ConstraintList(Constraint):
     exact="the last constraint's result, not the projection onto the intersection",
     summary="c1, then c2, ...: each constraint in order",
     examples=lambda shape: Compose([NonNeg(), MaxNorm(2.0, axis=fan_in(shape))]),
+    uses="several constraints on one weight",
 )
 class Compose(_ConstraintList):
     """Constraints applied one after the other: `P(w) = c_k(...c_2(c_1(w)))`.
@@ -72,6 +73,7 @@ class Compose(_ConstraintList):
     summary="C1 ∩ C2 ∩ ...: Dykstra's algorithm, a fixed number of sweeps (approximate)",
     # 50 sweeps of both projections.
     examples=lambda shape: Intersection([Clip(-0.5, 0.5), CenterAround(0.0, axis=0)], 50),
+    uses="several constraints on one weight",
 )
 class Intersection(_ConstraintList):
     """The projection onto the intersection of convex sets, by Dykstra's algorithm.

@@ -251,6 +251,7 @@ def dense_norm_bound(kernel, iterations=10):
     ),
     examples=lambda shape: ConvSpectralNorm(1.0),
     shape=(3, 3, 2, 4),
+    uses="a certified Lipschitz bound on convolutions ([guide](lipschitz.md))",
 )
 class ConvSpectralNorm(Constraint):
     """Convolution operator norm at most `max_value`, certified for every input size.
@@ -307,6 +308,7 @@ class ConvSpectralNorm(Constraint):
         "1-Lipschitz (Prach & Lampert 2022); not a projection"
     ),
     examples=lambda shape: AOL(),
+    uses="a certified Lipschitz bound on convolutions ([guide](lipschitz.md))",
 )
 class AOL(Constraint):
     """Almost-orthogonal rescaling: a Dense or Conv layer certified 1-Lipschitz, no SVD.

@@ -55,6 +55,7 @@ class _Masked(Constraint):
     summary="w = 0 where mask = 0: a fixed connectivity or sparsity pattern",
     # The mask is a constant of the compiled program.
     examples=lambda shape: Mask(random_mask(shape)),
+    uses="a fixed connectivity pattern, frozen entries ([guide](guides/fixed-weights.md))",
 )
 class Mask(_Masked):
     """Fixed sparsity pattern: entries where `mask` is 0 are held at 0.
@@ -90,6 +91,7 @@ class Mask(_Masked):
     exact=True,
     summary="w = values where mask = 1, the rest free",
     examples=lambda shape: Fixed(random_mask(shape), values=0.5),
+    uses="a fixed connectivity pattern, frozen entries ([guide](guides/fixed-weights.md))",
 )
 class Fixed(_Masked):
     """Frozen entries: where `mask` is 1 the weight is held at `values`; the rest is free.
@@ -130,6 +132,7 @@ class Fixed(_Masked):
     exact=True,
     summary="an elementwise constraint applied only where mask = 1 (input-convex layers)",
     examples=lambda shape: Partial(NonNeg(), random_mask(shape)),
+    uses="a constraint on part of a kernel",
 )
 class Partial(_Masked):
     """An elementwise constraint applied only where `mask` is 1; the rest is left free.

@@ -90,6 +90,7 @@ __all__ = [
         "newton_schulz": lambda shape: Orthogonal(method="newton_schulz", batched=stacked(shape)),
     },
     shape=(3, 4, 4),
+    uses="an L2 Lipschitz bound on Dense layers, orthogonal kernels ([guide](guides/lipschitz-network.md))",
 )
 class Orthogonal(Constraint):
     """Orthonormal columns (or rows) times `scale`: the projection onto scaled Stiefel matrices.
@@ -170,6 +171,7 @@ class Orthogonal(Constraint):
         "power": lambda shape: SpectralNorm(1.0, method="power", batched=stacked(shape)),
     },
     shape=(3, 4, 4),
+    uses="an L2 Lipschitz bound on Dense layers, orthogonal kernels ([guide](guides/lipschitz-network.md))",
 )
 class SpectralNorm(Constraint):
     """Bounded spectral norm: the largest singular value of the matrix is at most `max_value`.
@@ -278,6 +280,7 @@ class SpectralNorm(Constraint):
     summary="W = Wᵀ in the last two axes",
     examples=square(lambda shape: Symmetric()),
     shape=(3, 4, 4),
+    uses="symmetric, skew or positive (semi)definite matrices",
 )
 class Symmetric(Constraint):
     """Symmetric matrices: the projection `P(W) = (W + W^T) / 2`.
@@ -311,6 +314,7 @@ class Symmetric(Constraint):
     ),
     examples=square(lambda shape: EigenBand(0.1, 1.0)),
     shape=(3, 4, 4),
+    uses="symmetric, skew or positive (semi)definite matrices",
 )
 class EigenBand(Constraint):
     """Symmetric matrices with every eigenvalue in `[min_value, max_value]`.
@@ -366,6 +370,7 @@ class EigenBand(Constraint):
     summary="W = Wᵀ with every eigenvalue >= 0",
     examples=square(lambda shape: PSD()),
     shape=(3, 4, 4),
+    uses="symmetric, skew or positive (semi)definite matrices",
 )
 class PSD(EigenBand):
     """Positive semidefinite matrices: the symmetric part, negative eigenvalues clipped to 0.
@@ -401,6 +406,7 @@ class PSD(EigenBand):
     summary="rank(W) <= rank: the truncated SVD",
     examples=lambda shape: LowRank(2 if stacked(shape) else 8, batched=stacked(shape)),
     shape=(3, 4, 4),
+    uses="low-rank or well-conditioned matrices",
 )
 class LowRank(Constraint):
     """Rank at most `rank`: the truncated SVD, the Eckart-Young projection.
@@ -467,6 +473,7 @@ def _clip_eigenvalues(s, low, high):
     summary="every singular value in [min, max] (almost orthogonal); exact, one SVD",
     examples=lambda shape: SingularValueBand(0.5, 1.0, batched=stacked(shape)),
     shape=(3, 4, 4),
+    uses="low-rank or well-conditioned matrices",
 )
 class SingularValueBand(Constraint):
     """Singular values in a band: each clipped into `[min_value, max_value]`.
@@ -528,6 +535,7 @@ class SingularValueBand(Constraint):
     summary="Wᵀ = -W in the last two axes",
     examples=square(lambda shape: Skew()),
     shape=(3, 4, 4),
+    uses="symmetric, skew or positive (semi)definite matrices",
 )
 class Skew(Constraint):
     """Skew-symmetric matrices: the projection `P(W) = (W - W^T) / 2`.

@@ -49,6 +49,7 @@ class _NormConstraint(Constraint):
     exact=True,
     summary="‖slice‖₂ <= max_value",
     examples=lambda shape: MaxNorm(2.0, axis=fan_in(shape)),
+    uses='a bounded or unit norm per unit or filter (`axis="fan_in"` for a Conv kernel)',
 )
 class MaxNorm(_NormConstraint):
     """Bounded norm: the projection onto `{w : ||w_slice||_2 <= max_value}`.
@@ -90,6 +91,7 @@ class MaxNorm(_NormConstraint):
     exact=True,
     summary="‖slice‖₂ = 1",
     examples=lambda shape: UnitNorm(axis=fan_in(shape)),
+    uses='a bounded or unit norm per unit or filter (`axis="fan_in"` for a Conv kernel)',
 )
 class UnitNorm(_NormConstraint):
     """Unit norm: the projection onto the sphere `{w : ||w_slice||_2 = 1}`.
@@ -124,6 +126,7 @@ class UnitNorm(_NormConstraint):
     exact="`rate < 1` moves only part of the way to the set",
     summary="min <= ‖slice‖₂ <= max; `rate < 1` moves only part of the way",
     examples=lambda shape: MinMaxNorm(0.5, 2.0, axis=fan_in(shape)),
+    uses='a bounded or unit norm per unit or filter (`axis="fan_in"` for a Conv kernel)',
 )
 class MinMaxNorm(_NormConstraint):
     """Norm in a range: each slice's norm is moved into `[min_value, max_value]`.

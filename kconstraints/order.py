@@ -29,6 +29,7 @@ __all__ = ["Monotonic"]
         "O(n log^2 n) for long slices"
     ),
     examples=lambda shape: Monotonic(axis=0),
+    uses="ordered weights along an axis (cut points, quantiles); for a network monotone in its inputs, see `L1Ball`",
 )
 class Monotonic(Constraint):
     """Ordered entries: the projection onto non-decreasing (or non-increasing) sequences.

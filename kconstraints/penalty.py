@@ -19,6 +19,7 @@ __all__ = ["Penalty"]
     exact="a regularizer, not a projection: the squared distance to the set, in the loss",
     summary="not a projection: a regularizer, strength · dist(w, C)², for `kernel_regularizer=`",
     examples={},
+    uses="a soft constraint, as `kernel_regularizer=` ([guide](guides/projection-penalty-clipping.md))",
 )
 class Penalty(Configurable, keras.regularizers.Regularizer):
     """Soft constraint: `strength * dist(w, C)^2 = strength * sum((w - P(w))^2)`.

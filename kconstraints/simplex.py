@@ -67,6 +67,7 @@ class _SliceThreshold(Constraint):
         # The capped and floored simplex: a sort of the 2n breakpoints per slice.
         "bounded": lambda shape: Simplex(1.0, fan_in(shape), min_value=-0.01, max_value=0.5),
     },
+    uses="mixture or attention weights summing to 1, with bounds",
 )
 class Simplex(_SliceThreshold):
     """Simplex: the projection onto `{w : min_value <= w <= max_value, sum(w_slice) = total}`.
@@ -147,6 +148,11 @@ class Simplex(_SliceThreshold):
     exact=True,
     summary="‖slice‖₁ <= radius; exact: a few vectorized passes, a sort only as a fallback",
     examples=lambda shape: L1Ball(1.0, axis=fan_in(shape)),
+    uses=(
+        "a network monotone in chosen inputs: `L1Ball(c, axis=1)` on every kernel and a residual term ([guide](guides/monotone-network.md))",
+        "an L1 Lipschitz bound per Dense layer (`L1Ball(c, axis=1)`), L∞ (`L1Ball(c, axis=0)`)",
+        "sparse weights with a bounded L1 norm",
+    ),
 )
 class L1Ball(_SliceThreshold):
     """L1 ball: the projection onto `{w : ||w_slice||_1 <= radius}`.

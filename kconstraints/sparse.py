@@ -47,6 +47,7 @@ def _count_for_density(density, n):
         "the lower index; `callbacks.SparsitySchedule` raises the sparsity during `fit()`"
     ),
     examples=lambda shape: TopK(density=0.5),
+    uses="magnitude pruning, raised during `fit()` by `callbacks.SparsitySchedule` ([guide](guides/pruning.md))",
 )
 class TopK(Constraint):
     """Top-k: the projection onto `{w : w_slice has at most k nonzero entries}`.
@@ -115,6 +116,7 @@ class TopK(Constraint):
         if two_four_axis(shape) is not None
         else NM(2, shape[0], axis=0)
     ),
+    uses="2:4 (N:M) structured sparsity ([guide](guides/pruning.md))",
 )
 class NM(Constraint):
     """N:M sparsity: at most `n` nonzeros in every group of `m` consecutive entries along `axis`.

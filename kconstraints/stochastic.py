@@ -25,6 +25,7 @@ __all__ = ["DoublyStochastic"]
     ),
     examples=square(lambda shape: DoublyStochastic()),
     shape=(3, 4, 4),
+    uses="doubly stochastic matrices (soft permutations, transport plans)",
 )
 class DoublyStochastic(Constraint):
     """Doubly stochastic matrices: the Birkhoff polytope, every marginal exact.

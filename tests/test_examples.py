@@ -19,6 +19,7 @@ TESTED = {
     "positive_variable",
     "wgan_clipping",
     "input_convex",
+    "monotone_network",
     "fixed_connectivity",
     "lipschitz_mlp",
     "certified_digits",
@@ -82,6 +83,26 @@ def test_the_convexity_check_catches_a_concave_network():
     out = model.get_layer("out").kernel
     out.assign(-out.value)  # -convex + linear: concave
     assert icnn.worst_convexity_gap(model, 2) > 1e-6
+
+
+def test_monotone_network_is_monotone_after_training():
+    monotone = example("monotone_network")
+    r = monotone.main(epochs=3, samples=512)
+    assert r["loss_last"] < r["loss_first"]
+    assert r["violation"] == 0.0
+    assert r["lipschitz_l1"] <= monotone.LAM * (1 + 1e-5)  # float32 rounding of the row sums
+    assert r["holds"], r
+
+
+def test_the_monotonicity_check_catches_a_decreasing_network():
+    """The check in monotone_network.py must be able to fail."""
+    monotone = example("monotone_network")
+    model = monotone.build(3, 8)
+    kc.project(model)
+    assert monotone.worst_decrease(model, 3) >= -monotone.TOLERANCE
+    slope = model.get_layer("residual").kernel
+    slope.assign(-slope.value)  # g - lam * x_S: non-increasing in x_S
+    assert monotone.worst_decrease(model, 3) < -1e-3
 
 
 def test_fixed_connectivity_keeps_masked_and_frozen_entries_exact():
