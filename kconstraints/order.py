@@ -35,8 +35,11 @@ class Monotonic(Constraint):
     """Ordered entries: the projection onto non-decreasing (or non-increasing) sequences.
 
     The set is `{w : w_1 <= w_2 <= ... <= w_n}` along `axis`, for every slice
-    (`>=` when `increasing=False`), and `P(w)` is the isotonic regression of
-    each slice: runs that break the order are pooled into their mean,
+    (`>=` when `increasing=False`): ordered weights (cut points, quantiles),
+    not a model monotone in its inputs, which is `L1Ball(c, axis=1)` on every
+    kernel plus a residual (docs/guides/monotone-network.md). `P(w)` is the
+    isotonic regression of each slice: runs that break the order are pooled
+    into their mean,
     `P(w)_i = max_{j <= i} min_{k >= i} mean(w_j, ..., w_k)`. It is computed
     exactly, as the slopes of the lower convex hull of the cumulative sums,
     with fixed shapes and no data-dependent loop, so it compiles under JAX

@@ -59,6 +59,12 @@ def property_cases():
     return cases
 
 
+def test_every_constraint_of_the_package_says_what_it_is_for():
+    """Its `uses` are the rows of the docs' "Which constraint?" table."""
+    missing = [s.name for s in catalogue.specs() if not s.uses]
+    assert not missing, f"no `uses=` in their @register: {missing}"
+
+
 def test_every_registered_constraint_has_a_property_case():
     covered = {type(case.constraint) for case in property_cases()}
     missing = sorted(spec.name for spec in constraint_specs() if spec.cls not in covered)
