@@ -1,6 +1,6 @@
 """Keras 3 weight constraints in `keras.ops`: one import for JAX, TensorFlow and PyTorch."""
 
-from kconstraints import callbacks
+from kconstraints import callbacks, optimizers
 from kconstraints._base import Constraint
 from kconstraints.certify import layer_lipschitz_bounds, lipschitz_bound
 from kconstraints.lipschitz import conv_norm_bound, dense_norm_bound
@@ -91,6 +91,7 @@ _TOOLS = [
     "get",
     "layer_lipschitz_bounds",
     "lipschitz_bound",
+    "optimizers",
     "project",
     "project_after_step",
     "serialize",
