@@ -87,6 +87,18 @@ from keras import ops
 #   `Simplex` 180 ms a call, `L1Ball` 200 ms, `Monotonic` 740 ms; 0.1, 0.1
 #   and 2 ms compiled). `Constraint.__call__` projects through
 #   `eager_compiled`, one `jax.jit` per constraint object.
+# - Python attributes under torch.compile. Dynamo (torch 2.13) guards on
+#   every Python number a compiled step reads: a `TopK`'s `density` became a
+#   guard `density == 0.1000...`, so each change of a `SparsitySchedule`
+#   recompiled the frame after Keras's `loss.backward()` graph break (the
+#   optimizer's update and the constraints), about 15 s each for the guide's
+#   MLP on a 2-core CPU. The graphs of the old values stay in the cache and
+#   count toward `torch._dynamo.config.recompile_limit` (8): the first
+#   shapes, the partial last batch and six changes reached it, and the step
+#   ran eagerly from then on (fine-tuning 20 s instead of 1 s). So on torch
+#   the schedule keeps its density in a variable that the compiled step reads
+#   (`schedule_as_data`), and a change is new data, not a new graph; on JAX
+#   and TensorFlow a change retraces once (`top_k` needs a static `k`).
 
 
 def cond(pred, true_fn, false_fn, operands):
@@ -132,7 +144,7 @@ def fori_loop(lower, upper, body, state):
     over must not be views of one another (`while_loop` refuses aliasing
     there too): copy them first.
     """
-    if _torch_compiling():
+    if torch_compiling():
         import torch
 
         def pack(carried):
@@ -157,17 +169,23 @@ def while_loop(keep_going, body, state):
     as in `fori_loop` (same rules for the body); eager torch runs the Python
     loop.
     """
-    if _torch_compiling():
+    if torch_compiling():
         return _torch_while_loop(keep_going, body, state)
     return ops.while_loop(keep_going, body, state)
 
 
-def _torch_compiling():
+def torch_compiling():
+    """True inside a function that torch.compile is tracing; always False on JAX and TensorFlow."""
     if keras.backend.backend() != "torch":
         return False
     import torch
 
     return torch.compiler.is_compiling()
+
+
+def schedule_as_data():
+    """True where a schedule's value must reach the compiled step as a variable: torch (see above)."""
+    return keras.backend.backend() == "torch"
 
 
 def _torch_while_loop(keep_going, body, state):

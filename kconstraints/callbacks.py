@@ -15,8 +15,9 @@ import math
 import warnings
 
 import keras
+from keras import ops
 
-from kconstraints._backend import sync_training_state
+from kconstraints._backend import schedule_as_data, sync_training_state, torch_compiling
 from kconstraints._checks import (
     check_bool,
     check_int,
@@ -24,7 +25,10 @@ from kconstraints._checks import (
     check_ordered,
     check_sparsity,
     check_text,
+    resolve_axis,
 )
+from kconstraints._constants import FLOAT64_PRODUCT_SLACK
+from kconstraints._tensors import clamp, slices_as_rows, upcast
 from kconstraints.sparse import TopK
 from kconstraints.variables import constrained_variables, project, violations
 
@@ -157,6 +161,51 @@ class ConstraintMonitor(keras.callbacks.Callback):
             logs.update({f"{self.name}/{path}": value for path, value in found.items()})
 
 
+def _keep_largest_counted(rows, density):
+    """`rows` with all but the `k` largest magnitudes of each row set to 0, `k` read from a tensor.
+
+    `k` is `TopK`'s count for `density` (a float64 0-d tensor), computed in
+    the graph with the float64 arithmetic of `TopK.count`, so it is the
+    same number. The `k`-th largest magnitude is read from a sort, at index
+    `n - k`, where `top_k` would need `k` static; ties at it keep the lower
+    index, as `TopK` does.
+    """
+    n = rows.shape[-1]
+    # The cast truncates, which is the floor of a positive number (`ops.floor` of a
+    # float64 tensor goes through Keras's dtype promotion, which Dynamo warns about).
+    k = clamp(ops.cast(density * n + 0.5 + FLOAT64_PRODUCT_SLACK, "int32"), 1, n)
+    magnitude = ops.abs(rows)
+    at = ops.broadcast_to(ops.reshape(n - k, (1, 1)), (rows.shape[0], 1))
+    t = ops.take_along_axis(ops.sort(magnitude, axis=-1), at, axis=-1)
+    above = magnitude > t
+    tied = magnitude == t
+    room = k - ops.sum(ops.cast(above, "int32"), axis=-1, keepdims=True)
+    tie_rank = ops.cumsum(ops.cast(tied, "int32"), axis=-1)
+    keep = ops.logical_or(above, ops.logical_and(tied, tie_rank <= room))
+    return ops.where(keep, rows, ops.zeros_like(rows))
+
+
+class _ScheduledTopK(TopK):
+    """The `TopK` a schedule gives a weight where its density must be data (`schedule_as_data`).
+
+    Its config is the `TopK`'s, and eagerly it projects as that `TopK`; inside
+    a compiled step it reads its density from `scheduled`, a float64
+    variable that the schedule owns and shares between all the successors
+    of one `TopK`, so a change of the density is not a change of the graph.
+    """
+
+    @property
+    def _owner(self):
+        return "TopK"
+
+    def project(self, w):
+        if not torch_compiling():
+            return super().project(w)
+        x = upcast(w)
+        rows, restore = slices_as_rows(x, resolve_axis(self._owner, "axis", self.axis, x.shape))
+        return restore(_keep_largest_counted(rows, self.scheduled.value))
+
+
 class SparsitySchedule(keras.callbacks.Callback):
     """Raise the sparsity of every `TopK`-constrained weight over training, on a polynomial schedule.
 
@@ -276,6 +325,7 @@ class SparsitySchedule(keras.callbacks.Callback):
     def _apply(self, sparsity):
         self.sparsity = sparsity
         changed = []
+        rebuild = False
         for group in self._groups:
             current, variables = group
             config = dict(current.get_config(), k=None, density=1.0 - sparsity)
@@ -283,7 +333,10 @@ class SparsitySchedule(keras.callbacks.Callback):
             counts = [current.count(tuple(v.shape)) for v in variables]
             if [successor.count(tuple(v.shape)) for v in variables] == counts:
                 continue  # the same weights: keep the trace
+            if schedule_as_data():
+                successor = self._scheduled(current, config)
             group[0] = successor
+            rebuild |= not isinstance(current, _ScheduledTopK)
             for v in variables:
                 v.constraint = successor
             changed.extend(variables)
@@ -294,8 +347,23 @@ class SparsitySchedule(keras.callbacks.Callback):
         # them and be read back before the next step (see `variables.project`).
         sync_training_state(self.model)
         project(changed)
-        self.model.make_train_function(force=True)
+        if rebuild:
+            self.model.make_train_function(force=True)
         self.changes += 1
+
+    @staticmethod
+    def _scheduled(current, config):
+        """The successor of `current` reading its density from a variable, `current`'s if it has one."""
+        successor = _ScheduledTopK.from_config(config)
+        scheduled = getattr(current, "scheduled", None)
+        if scheduled is None:
+            scheduled = keras.Variable(
+                successor.density, dtype="float64", trainable=False, name="scheduled_density"
+            )
+        else:
+            scheduled.assign(successor.density)
+        successor.scheduled = scheduled
+        return successor
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:

@@ -161,6 +161,16 @@ def _complex_gram_upper(re, im, iterations):
     return fro * ops.exp(0.5 * log_bound)
 
 
+def _certificate_input(kernel):
+    """`kernel` as a tensor cut from autodiff: a bound is a number to read, not a loss.
+
+    A torch kernel (a variable's value) requires grad; a bound computed from
+    it would too, and `float()` of it warns. Cut at the input, no graph is
+    recorded; on JAX and TensorFlow the value is the same.
+    """
+    return ops.stop_gradient(ops.convert_to_tensor(kernel))
+
+
 def conv_norm_bound(kernel, iterations=6, grid_tolerance=0.02):
     """A certified upper bound on the L2 operator norm of the convolution with `kernel`.
 
@@ -181,7 +191,8 @@ def conv_norm_bound(kernel, iterations=6, grid_tolerance=0.02):
             smaller one samples more frequencies.
 
     Returns:
-        A 0-d tensor: float32, or float64 for a float64 kernel.
+        A 0-d tensor: float32, or float64 for a float64 kernel; no gradient
+        flows through it (on torch it does not require grad).
 
     Example:
 
@@ -194,7 +205,7 @@ def conv_norm_bound(kernel, iterations=6, grid_tolerance=0.02):
     owner = "conv_norm_bound"
     iterations = check_int(owner, "iterations", iterations, low=0)
     grid_tolerance = check_number(owner, "grid_tolerance", grid_tolerance, low=0, low_open=True)
-    return _conv_norm_bound(owner, kernel, iterations, grid_tolerance)
+    return _conv_norm_bound(owner, _certificate_input(kernel), iterations, grid_tolerance)
 
 
 def _conv_norm_bound(owner, kernel, iterations, grid_tolerance):
@@ -223,7 +234,8 @@ def dense_norm_bound(kernel, iterations=10):
         iterations: Gram iteration steps (>= 0).
 
     Returns:
-        A 0-d tensor: float32, or float64 for a float64 kernel.
+        A 0-d tensor: float32, or float64 for a float64 kernel; no gradient
+        flows through it (on torch it does not require grad).
 
     Example:
 
@@ -233,7 +245,7 @@ def dense_norm_bound(kernel, iterations=10):
     """
     owner = "dense_norm_bound"
     iterations = check_int(owner, "iterations", iterations, low=0)
-    x = ops.convert_to_tensor(kernel)
+    x = _certificate_input(kernel)
     check_rank(owner, x.shape, "a matrix (rank >= 2)", low=2)
     x = ops.reshape(upcast(x), (-1, x.shape[-1]))
     upper, _ = gram_upper(x, iterations)

@@ -6,7 +6,7 @@ import pytest
 
 import kconstraints as kc
 from kconstraints.callbacks import ConstraintMonitor, EnforceConstraints, SparsitySchedule
-from tests.backend import BACKEND
+from tests.backend import BACKEND, reset_compiler
 from tests.helpers import to_np, tol
 from tests.models import constrained, dense_model, fit, push_outside, small_model
 from tests.references import sigma1, top_k_ref
@@ -291,6 +291,59 @@ def test_schedule_prunes_and_recompiles_once_per_change():
     # it creates the optimizer's variables); then one trace per change.
     assert traces[1] >= 1
     assert traces[-1] - traces[1] == schedule.changes
+
+
+class FramesCompiled(keras.callbacks.Callback):
+    """torch.compile's count of frames compiled, at the end of each epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        from torch._dynamo.utils import counters
+
+        self.seen.append(counters["frames"]["ok"])
+
+
+@pytest.mark.long_on("torch")
+@pytest.mark.skipif(
+    BACKEND != "torch",
+    reason="torch.compile's recompile limit; JAX and TensorFlow retrace once per change "
+    "(test_schedule_prunes_and_recompiles_once_per_change)",
+)
+def test_the_guides_schedule_compiled_by_torch_never_reaches_the_recompile_limit():
+    import torch
+
+    # examples/pruning.py's schedule: over the middle third of the steps,
+    # every sixth of it, 5 batches an epoch, the last one partial. Seven of
+    # its updates change a count: with one graph per change, the first two
+    # shapes and these would be 9 graphs of one frame, past the limit of 8.
+    reset_compiler()
+    epochs, steps = 9, 5 * 9
+    begin, end = steps // 3, 2 * steps // 3
+    schedule = SparsitySchedule(0.0, 0.9, begin, end, frequency=(end - begin) // 6)
+    frames = FramesCompiled()
+    model = dense_top_k(kc.TopK(density=1.0), layers=2)
+    # Adam as in the guide (Keras's torch SGD breaks the graph on its own).
+    model.compile(keras.optimizers.Adam(3e-3), "mse", jit_compile=True)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(36, 8)).astype("float32"), rng.normal(size=(36, 4)).astype("float32")
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        history = model.fit(
+            x, y, batch_size=8, epochs=epochs, verbose=0, callbacks=[schedule, frames]
+        )
+    assert schedule.changes == 7
+    # The first epoch compiles both frames of the step (before and after
+    # Keras's `backward()`) for both batch sizes; the first change compiles
+    # the one after once more, for the successor's type; the others are data.
+    assert frames.seen[-1] - frames.seen[0] == 1
+    assert history.history["sparsity"][-1] == pytest.approx(0.9, abs=1 / 64)
+    for layer in model.layers:
+        kernel = to_np(layer.kernel.value)
+        k = kc.TopK(density=0.1).count(kernel.shape)
+        assert np.count_nonzero(kernel) == k
+        np.testing.assert_array_equal(kernel, top_k_ref(k=k)(kernel))
 
 
 def test_schedule_in_an_eager_fit():

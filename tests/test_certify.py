@@ -7,6 +7,7 @@ pairs. And a compiled `fit()` with `ConvSpectralNorm` keeps the certificate.
 """
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -281,3 +282,21 @@ def test_compiled_fit_with_conv_spectral_norm_keeps_the_certificate():
             name
         ] * (1 + RTOL)
     assert kc.lipschitz_bound(model) <= cap * (1 + RTOL)
+
+
+def test_the_certificates_are_python_floats_read_without_autodiff():
+    # On torch the kernels are parameters that require grad: the bounds are
+    # read from them as NumPy, never as tensors that carry a gradient.
+    model = keras.Sequential(
+        [keras.Input((6, 6, 2)), L.Conv2D(3, 3, name="conv"), L.Flatten(), L.Dense(2, name="out")]
+    )
+    with warnings.catch_warnings():
+        # torch's "Converting a tensor with requires_grad=True to a scalar" is
+        # a UserWarning (Keras's own NumPy conversion on torch raises a
+        # DeprecationWarning of NumPy 2 that the project's filters ignore).
+        warnings.simplefilter("error", UserWarning)
+        whole = kc.lipschitz_bound(model)
+        per_layer = kc.layer_lipschitz_bounds(model)
+    assert type(whole) is float
+    assert all(type(b) is float for b in per_layer.values())
+    assert whole <= per_layer["conv"] * per_layer["out"] * (1 + RTOL)

@@ -4,11 +4,14 @@ The ground truth is the convolution's own matrix (`references.conv_matrix`, the
 kernel applied to every one-hot input, float64) and NumPy's spectral norm of it.
 """
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
 
 import kconstraints as kc
+from tests.backend import BACKEND
 from tests.helpers import param_id, sample, tensor, to_np
 from tests.properties import Case, PropertySuite
 from tests.references import (
@@ -147,6 +150,29 @@ def test_dense_norm_bound_is_certified_and_tight():
     assert sigma1(w) <= bound(w) <= sigma1(w) * (1 + 1e-3)
     out = to_np(kc.ConvSpectralNorm(1.0)(tensor(w)))
     assert 1 - 1e-3 <= sigma1(out) <= 1 + F32
+
+
+@pytest.mark.parametrize(
+    "layer, fn",
+    [
+        (keras.layers.Conv2D(3, 3), kc.conv_norm_bound),
+        (keras.layers.Conv1DTranspose(2, 3), kc.conv_norm_bound),
+        (keras.layers.Dense(3), kc.dense_norm_bound),
+    ],
+    ids=["conv", "conv_transpose", "dense"],
+)
+def test_a_bound_of_a_layers_kernel_is_a_number_cut_from_autodiff(layer, fn):
+    layer.build((None, 5, 5, 2) if isinstance(layer, keras.layers.Conv2D) else (None, 4, 2))
+    value = layer.kernel.value  # on torch a parameter that requires grad
+    bound = fn(value)
+    if BACKEND == "torch":
+        assert value.requires_grad
+        assert not bound.requires_grad
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns on float() of a tensor that requires grad
+        number = float(bound)
+    # The same value as from the kernel read out as NumPy, on every backend.
+    assert number == float(to_np(fn(to_np(layer.kernel).astype("float32"))))
 
 
 # ---------------------------------------------------------- ConvSpectralNorm
