@@ -114,7 +114,9 @@ class ConstraintMonitor(keras.callbacks.Callback):
     trainable weight, so a non-zero value points at a gap: an EMA overwrite
     (`ema_overwrite_frequency`), a non-trainable constrained variable, a
     constraint that is not a projection, or a weight written by other code.
-    A weight that holds a NaN or an infinity makes the value NaN.
+    A weight that holds a NaN or an infinity makes the value NaN. Every
+    constraint is also called once when training begins, so that a wrong
+    `axis` or shape raises before the first step changes a weight.
 
     Args:
         name: the key in the logs (default `"constraint_violation"`).
@@ -142,6 +144,12 @@ class ConstraintMonitor(keras.callbacks.Callback):
         self.per_variable = check_bool(owner, "per_variable", per_variable)
         self.stop_on_nonfinite = check_bool(owner, "stop_on_nonfinite", stop_on_nonfinite)
         self.nonfinite = []
+
+    def on_train_begin(self, logs=None):
+        # Every constraint called once on its weight before the first step: a
+        # wrong `axis` or shape raises here, not after the first update (see
+        # docs/outside-the-optimizer-step.md).
+        violations(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         found = violations(self.model)

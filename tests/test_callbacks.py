@@ -476,3 +476,15 @@ def test_a_scheduled_model_saves_its_top_k_as_given_and_loads_in_safe_mode(tmp_p
     history = fit_steps(loaded, [schedule])
     assert kernel.constraint.density == pytest.approx(0.25)
     assert history.history["sparsity"] == [0.75]
+
+
+@pytest.mark.parametrize("callback", [ConstraintMonitor, EnforceConstraints])
+def test_a_wrong_axis_raises_before_the_first_step_changes_a_weight(callback):
+    layer = keras.layers.Dense(3, kernel_constraint=kc.MaxNorm(2.0, axis=[0, 1, 2]))
+    model = keras.Sequential([keras.Input((4,)), layer])
+    model.compile("sgd", "mse")
+    before = to_np(layer.kernel.value).copy()
+    x = np.ones((8, 4), "float32")
+    with pytest.raises(ValueError, match=r"`axis`=\[0, 1, 2\] is out of range .* \(4, 3\)"):
+        model.fit(x, np.ones((8, 3), "float32"), verbose=0, callbacks=[callback()])
+    np.testing.assert_array_equal(to_np(layer.kernel.value), before)
