@@ -228,8 +228,10 @@ class SparsitySchedule(keras.callbacks.Callback):
     the layer's config (what `model.save` writes) keeps it. The step is
     `optimizer.iterations`, read at the first batch of each `fit()`, which
     applies the sparsity due then: a run resumed by `BackupAndRestore` prunes
-    as an uninterrupted one. `k` is a static shape of the compiled step: a
-    change of a weight's count rebuilds the train function once (docs/guides/pruning.md).
+    as an uninterrupted one. On JAX and TensorFlow `k` is a static shape of
+    the compiled step: a change of a weight's count rebuilds the train
+    function once; on torch the count is read from a variable, so that
+    torch.compile does not compile a graph per change (docs/guides/pruning.md).
 
     Args:
         initial_sparsity: the sparsity at `begin_step`, in [0, 1).
@@ -278,7 +280,7 @@ class SparsitySchedule(keras.callbacks.Callback):
         self.name = check_text(owner, "name", name)
         #: The target sparsity last applied (None before `begin_step`).
         self.sparsity = None
-        #: How many times the schedule changed a `TopK` (and rebuilt the train function).
+        #: How many times the schedule changed a `TopK` count (on JAX and TF each retraces the step).
         self.changes = 0
         self._step = None
         self._begin = 0

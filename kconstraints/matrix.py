@@ -54,6 +54,7 @@ from kconstraints._linalg import (
     machine_epsilon,
     newton_schulz_polar,
     power_estimate,
+    recomposed_cap,
     shrink_factor,
     skew_part,
     symmetric_part,
@@ -238,8 +239,9 @@ class SpectralNorm(Constraint):
 
     def _clip(self, x):
         bound = self.max_value
+        cap = recomposed_cap(bound, x)  # the product's rounding stays under max_value
         u, s, vt = ops.svd(x, full_matrices=False)
-        clipped = compose_svd(u, ops.where(s > bound, ops.full_like(s, bound), s), vt)
+        clipped = compose_svd(u, ops.where(s > cap, ops.full_like(s, cap), s), vt)
         return ops.where(ops.any(s > bound, axis=-1)[..., None, None], clipped, x)
 
     def _rescale(self, x):
@@ -524,7 +526,10 @@ class SingularValueBand(Constraint):
     def _clip(self, x):
         u, s, vt = ops.svd(x, full_matrices=False)
         band = clamp(s, self.min_value or None, self.max_value)
-        clipped = compose_svd(u, band, vt)
+        high = self.max_value
+        if high is not None:  # the product's rounding stays under max_value (as SpectralNorm)
+            high = max(recomposed_cap(high, x), self.min_value)
+        clipped = compose_svd(u, clamp(s, self.min_value or None, high), vt)
         return ops.where(ops.any(band != s, axis=-1)[..., None, None], clipped, x)
 
 
