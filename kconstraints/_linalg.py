@@ -76,7 +76,7 @@ def recomposed_cap(bound, x):
     The recomposed matrix's sigma_1 exceeds the largest `s` by the rounding
     of the factors' orthogonality and of the product, which grows with the
     smaller side `k`: up to 17 ulps in float64 and 30 in float32 (TensorFlow
-    2.21, 128 x 128, measured), and so up to 1.0000036 after a clip to 1 in
+    at 128 x 128, measured), and so up to 1.0000036 after a clip to 1 in
     float32. Clipping to `bound * (1 - 4 sqrt(k) eps)` absorbs it; the
     weight moves by that relative amount, which is rounding-sized.
     """
