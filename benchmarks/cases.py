@@ -159,6 +159,8 @@ TWINS = {
     "UnitNorm": (keras_twin(keras.constraints.UnitNorm),),
     "Simplex": (optax_twin("projection_simplex", per_unit=True, scale=1.0),),
     "L1Ball": (optax_twin("projection_l1_ball", per_unit=True, scale=1.0),),
+    # optax's signs are 0 at zeros (the zero slice stays 0, off the sphere); gaussian kernels have none.
+    "L1Sphere": (optax_twin("projection_l1_sphere", per_unit=True, scale=1.0),),
     "TopK": (PLAIN_TOP_K,),
     "NM": (PLAIN_N_M,),
     "Hyperplane": (optax_twin("projection_hyperplane", per_unit=True, plane=True),),
@@ -170,13 +172,18 @@ TWINS = {
 # A sort of 1e8 float32 entries takes about 16 s per call on 2 CPU cores (JAX),
 # 50 Dykstra sweeps over them about 10 s: sort-based and iterated cases stop at
 # 1e7. The masks are constants of the compiled program (float16, 2 bytes per
-# entry). DoublyStochastic: 50 sweeps of a sort per row and per column.
+# entry). DoublyStochastic and Transport: 50 sweeps of a sort per row and per column.
 SORT_LIMIT = 10**7
 MAX_SIZE = {
     **dict.fromkeys(["Mask", "Fixed", "Partial", "AffineSet"], 10**7),
     **dict.fromkeys(["Simplex", "Simplex[bounded]", "L1Ball", "Monotonic"], SORT_LIMIT),
-    **dict.fromkeys(["TopK", "NM", "Intersection"], SORT_LIMIT),
+    **dict.fromkeys(["Simplex[weighted]", "L1Sphere"], SORT_LIMIT),
+    **dict.fromkeys(["TopK", "NM", "SparseSimplex", "Intersection"], SORT_LIMIT),
     "DoublyStochastic": SORT_LIMIT // 10,
+    "Transport": SORT_LIMIT // 10,
+    # Every chord of every slice: a (316, 316) kernel is 316 slices of 317**2
+    # chords each way (about 3 s per call on a loaded 2-core CPU, JAX).
+    "Unimodal": 10**5,
 }
 # On a CPU (a GPU run ignores these). TensorFlow's XLA runs an SVD as a Jacobi
 # iteration (2 cores, TF 2.21: 11 s per call at 256 x 256, 250 s for the first

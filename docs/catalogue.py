@@ -22,6 +22,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SECTIONS = {
     "bounds": "Bounds",
     "affine": "Affine sets",
+    "polyhedron": "Polyhedra",
     "norm": "Norms",
     "simplex": "Simplex and L1 ball",
     "order": "Order",

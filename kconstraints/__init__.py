@@ -17,7 +17,7 @@ from kconstraints.variables import (
 # The constraint classes, written by `python -m docs.catalogue` from the registry.
 # isort: off
 # catalogue:imports
-from kconstraints.affine import AffineSet, CenterAround, Halfspace, Hyperplane
+from kconstraints.affine import AffineSet, CenterAround, Halfspace, Hyperplane, Radial
 from kconstraints.bounds import Clip, NonNeg
 from kconstraints.combine import Compose, Intersection
 from kconstraints.lipschitz import AOL, ConvSpectralNorm
@@ -33,11 +33,12 @@ from kconstraints.matrix import (
     Symmetric,
 )
 from kconstraints.norm import MaxNorm, MinMaxNorm, UnitNorm
-from kconstraints.order import Monotonic
+from kconstraints.order import Monotonic, Unimodal
 from kconstraints.penalty import Penalty
-from kconstraints.simplex import L1Ball, Simplex
-from kconstraints.sparse import NM, TopK
-from kconstraints.stochastic import DoublyStochastic
+from kconstraints.polyhedron import Polyhedron
+from kconstraints.simplex import L1Ball, L1Sphere, Simplex
+from kconstraints.sparse import NM, SparseSimplex, TopK
+from kconstraints.stochastic import DoublyStochastic, Transport
 # /catalogue:imports
 # isort: on
 
@@ -58,6 +59,7 @@ _CONSTRAINTS = [
     "Hyperplane",
     "Intersection",
     "L1Ball",
+    "L1Sphere",
     "LowRank",
     "Mask",
     "MaxNorm",
@@ -69,12 +71,17 @@ _CONSTRAINTS = [
     "PSD",
     "Partial",
     "Penalty",
+    "Polyhedron",
+    "Radial",
     "Simplex",
     "SingularValueBand",
     "Skew",
+    "SparseSimplex",
     "SpectralNorm",
     "Symmetric",
     "TopK",
+    "Transport",
+    "Unimodal",
     "UnitNorm",
 ]
 # /catalogue:names

@@ -174,6 +174,21 @@ def while_loop(keep_going, body, state):
     return ops.while_loop(keep_going, body, state)
 
 
+def solve(a, b):
+    """`keras.ops.solve(a, b)` for a batch of systems, none raising on a singular one.
+
+    JAX and TensorFlow return inf or NaN for a singular matrix; torch's
+    `linalg.solve`, which Keras 3.15 calls, raises (torch 2.13), in the
+    middle of a compiled train step for one slice's system.
+    `torch.linalg.solve_ex` returns the LU result and an error code instead.
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.linalg.solve_ex(a, b)[0]
+    return ops.solve(a, b)
+
+
 def torch_compiling():
     """True inside a function that torch.compile is tracing; always False on JAX and TensorFlow."""
     if keras.backend.backend() != "torch":

@@ -24,6 +24,7 @@ import numpy as np
 from kconstraints._constants import (
     FLOAT64_FEASIBILITY_SLACK,
     FLOAT64_RESIDUAL_SLACK,
+    TRANSPORT_TOTAL_SLACK,
 )
 from kconstraints.serialization import get
 
@@ -98,6 +99,21 @@ def check_array(owner, name, value):
     if np.isnan(arr).any():
         raise ValueError(f"{owner}: `{name}` must not contain NaN, got {value!r}.")
     return arr if arr.ndim else float(arr)
+
+
+def check_positive_vector(owner, name, value):
+    """A non-empty 1-D array of finite numbers > 0 (marginals, weights): a float64 array."""
+    arr = check_array(owner, name, value)
+    if np.ndim(arr) != 1 or not np.size(arr):
+        raise ValueError(
+            f"{owner}: `{name}` must be a non-empty 1-D array of numbers > 0, got {value!r}."
+        )
+    bad = arr[~(np.isfinite(arr) & (arr > 0))]
+    if bad.size:
+        raise ValueError(
+            f"{owner}: `{name}` must hold finite numbers > 0, got {bad[:3].tolist()} in {value!r}."
+        )
+    return arr
 
 
 def check_mask(owner, name, value):
@@ -201,6 +217,23 @@ def check_normal(owner, name, value):
     return arr
 
 
+def check_positive_weights(owner, name, value):
+    """Finite numbers > 0, at least one, in an array of at least one dimension (float64)."""
+    arr = np.asarray(check_array(owner, name, value))
+    if arr.ndim == 0 or arr.size == 0:
+        raise ValueError(
+            f"{owner}: `{name}` must be an array with at least one entry, got {value!r}."
+        )
+    bad = ~(np.isfinite(arr) & (arr > 0))
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{owner}: `{name}` must be finite and > 0 everywhere, got {float(arr[index])!r} "
+            f"at index {index}."
+        )
+    return arr
+
+
 def check_system(owner, matrix, offset):
     """`matrix` (k rows, at least 2 dims) and `offset` (a number or k numbers).
 
@@ -239,6 +272,74 @@ def check_full_row_rank(owner, rank, flat, x0, b):
         f"{owner}: `matrix` must have full row rank, got rank {rank} for {k} "
         f"rows of {n} entries; `A w = offset` {verdict} (least-squares residual "
         f"{residual:.3g})."
+    )
+
+
+def check_linear_system(owner, matrix_name, matrix, offset_name, offset, columns=None):
+    """`matrix` of shape `(k, n)` (None: no rows) and `offset` (a number or k numbers; None: 0).
+
+    `columns`, a matrix already checked, fixes `n`. Returns the float64
+    matrix (or None) and the `k` offsets as a float64 array (or None).
+    """
+    if matrix is None:
+        if offset is not None:
+            raise ValueError(f"{owner}: `{offset_name}` given without `{matrix_name}`.")
+        return None, None
+    a = np.asarray(check_array(owner, matrix_name, matrix))
+    if a.ndim != 2 or a.size == 0 or not np.isfinite(a).all():
+        raise ValueError(
+            f"{owner}: `{matrix_name}` must be a finite array of shape (rows, n), n a "
+            f"slice's size, got {matrix!r}."
+        )
+    if columns is not None and a.shape[1] != columns.shape[1]:
+        raise ValueError(
+            f"{owner}: `{matrix_name}` of shape {a.shape} must have as many columns as the "
+            f"other matrix, of shape {columns.shape}."
+        )
+    b = check_array(owner, offset_name, 0.0 if offset is None else offset)
+    if not np.isfinite(b).all() or np.shape(b) not in ((), (a.shape[0],)):
+        raise ValueError(
+            f"{owner}: `{offset_name}` must be a finite number or {a.shape[0]} numbers (one "
+            f"per row of `{matrix_name}`), got {offset!r}."
+        )
+    return a, np.broadcast_to(b, (a.shape[0],)).copy()
+
+
+def check_consistent_equalities(owner, a, b, x0, rank):
+    """`a x = b` has a solution: `x0`, its least-squares solution of `rank`, solves it."""
+    residual = float(np.linalg.norm(a @ x0 - b))
+    if residual > FLOAT64_RESIDUAL_SLACK * max(1.0, float(np.abs(b).max())):
+        raise ValueError(
+            f"{owner}: `A x = b` has no solution: `A` of shape {a.shape} has rank {rank} and "
+            f"the least-squares residual is {residual:.3g}."
+        )
+
+
+def check_constant_rows(owner, g, h, x0, constant):
+    """Rows `i` of `g` constant on `{A x = b}` (`constant[i]`: `g_i x = g_i x0`) have `g_i x0 <= h_i`."""
+    values = g @ x0
+    slack = FLOAT64_RESIDUAL_SLACK * np.maximum(1.0, np.abs(h) + np.abs(g) @ np.abs(x0))
+    bad = np.flatnonzero(constant & (values > h + slack))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{owner}: row {i} of `G` is constant on {{x : A x = b}}, where G[{i}] x = "
+            f"{values[i]:.6g} > h[{i}] = {h[i]:.6g}: no x satisfies both."
+        )
+
+
+def check_farkas(owner, g, h, x0, weights):
+    """Raise: `weights >= 0` combine the rows of `g x <= h` into one no `x` on `{A x = b}` meets."""
+    if weights is None:
+        return
+    rows = np.flatnonzero(weights > 0)
+    scaled = weights / weights.max()
+    shown = ", ".join(f"{scaled[i]:.4g} * row {i}" for i in rows[:6])
+    more = ", ..." if rows.size > 6 else ""
+    raise ValueError(
+        f"{owner}: no x satisfies A x = b and G x <= h: the rows of `G x <= h` summed as "
+        f"{shown}{more} give {scaled @ g @ x0:.6g} <= {scaled @ h:.6g} for every x with "
+        "A x = b."
     )
 
 
@@ -373,6 +474,15 @@ def check_square(owner, shape):
         )
 
 
+def check_matrix_shape(owner, shape, rows, columns, names):
+    """Matrices of shape `(rows, columns)` in the last two axes; `names` says where those come from."""
+    if len(shape) < 2 or tuple(shape[-2:]) != (rows, columns):
+        raise ValueError(
+            f"{owner} needs matrices of shape {(rows, columns)} ({names}) in the last two axes, "
+            f"but got a weight of shape {tuple(shape)}."
+        )
+
+
 def check_rank(owner, shape, what, low=2, high=None):
     """A weight of `low` to `high` dimensions (None: no upper limit); `what` names the kind."""
     if len(shape) < low or (high is not None and len(shape) > high):
@@ -403,6 +513,20 @@ def check_slice_shape(owner, name, given, axes, shape):
         )
 
 
+def check_columns(owner, name, matrix_shape, axes, shape):
+    """A matrix of `matrix_shape` has one column per entry of a slice over `axes` of `shape`.
+
+    Plain tuples, no NumPy: this runs while torch.compile traces.
+    """
+    size = math.prod([shape[a] for a in axes])
+    if matrix_shape[-1] != size:
+        raise ValueError(
+            f"{owner}: `{name}` of shape {tuple(matrix_shape)} does not fit a slice of the "
+            f"weight: the slice over axes {axes} of shape {tuple(shape)} has {size} entries, "
+            f"`{name}` has {matrix_shape[-1]} columns."
+        )
+
+
 def check_count_fits(owner, k, n, axis, shape):
     """`k` entries kept per slice of `n` entries: `k <= n`."""
     if k > n:
@@ -422,27 +546,62 @@ def check_groups_fit(owner, axis, m, shape, resolved):
         )
 
 
+def check_equal_totals(owner, name_a, a, name_b, b):
+    """Two arrays of numbers > 0 with equal sums, within `TRANSPORT_TOTAL_SLACK` (relative)."""
+    total_a, total_b = float(np.sum(a)), float(np.sum(b))
+    if abs(total_a - total_b) > TRANSPORT_TOTAL_SLACK * max(total_a, total_b):
+        raise ValueError(
+            f"{owner}: `{name_a}` and `{name_b}` must have equal totals, got "
+            f"sum({name_a}) = {total_a!r} and sum({name_b}) = {total_b!r}."
+        )
+
+
 def check_simplex_feasible(owner, n, total, min_value, max_value):
     """A slice of `n` entries in [min_value, max_value] can sum to `total` (up to rounding).
 
     Returns which bound, if any, leaves a single point: "min", "max" or None.
     """
-    floor = n * min_value
-    cap = math.inf if max_value is None else n * max_value
-    scale = max(abs(total), abs(floor), abs(cap) if cap < math.inf else 0, 1)
-    slack = FLOAT64_FEASIBILITY_SLACK * scale
-    if floor > total + slack:
-        problem = f"n * min_value = {n} * {min_value!r} = {floor!r} > total"
-    elif cap < total - slack:
-        problem = f"n * max_value = {n} * {max_value!r} = {cap!r} < total"
-    else:
-        if floor >= total - slack:
-            return "min"
-        return "max" if cap <= total + slack else None
+    problem = _bounded_sum(n, "n", total, min_value, max_value)
+    if problem is None or problem in ("min", "max"):
+        return problem
     raise ValueError(
         f"{owner}: no slice of {n} entries in [min_value, max_value] = "
         f"[{min_value!r}, {max_value!r}] sums to `total`={total!r}: {problem}."
     )
+
+
+def check_weighted_feasible(owner, weights_sum, total, min_value, max_value):
+    """Entries in [min_value, max_value] can reach `<weights, x> = total` (up to rounding).
+
+    `weights_sum` is the sum of the (positive) weights. Returns which bound,
+    if any, leaves a single point: "min", "max" or None.
+    """
+    problem = _bounded_sum(weights_sum, "sum(weights)", total, min_value, max_value)
+    if problem is None or problem in ("min", "max"):
+        return problem
+    raise ValueError(
+        f"{owner}: no x in [min_value, max_value] = [{min_value!r}, {max_value!r}] has "
+        f"<weights, x> = `total`={total!r}: {problem}."
+    )
+
+
+def _bounded_sum(weight, label, total, min_value, max_value):
+    """Where `weight * min_value <= total <= weight * max_value` fails, the sentence saying so.
+
+    Else "min" or "max" when that bound leaves a single point (up to a
+    float64 rounding slack), or None.
+    """
+    floor = weight * min_value
+    cap = math.inf if max_value is None else weight * max_value
+    scale = max(abs(total), abs(floor), abs(cap) if cap < math.inf else 0, 1)
+    slack = FLOAT64_FEASIBILITY_SLACK * scale
+    if floor > total + slack:
+        return f"{label} * min_value = {weight!r} * {min_value!r} = {floor!r} > total"
+    if cap < total - slack:
+        return f"{label} * max_value = {weight!r} * {max_value!r} = {cap!r} < total"
+    if floor >= total - slack:
+        return "min"
+    return "max" if cap <= total + slack else None
 
 
 def _broadcast(a, b):

@@ -42,6 +42,11 @@ FLOAT64_RESIDUAL_SLACK = 1e-9
 #: count (`0.145 * 100 = 14.499999999999998`, a half): `TopK(density=...)`.
 FLOAT64_PRODUCT_SLACK = 1e-9
 
+#: The relative difference allowed between the totals of `Transport`'s
+#: `row_sums` and `col_sums`: marginals written in float32 (`1 / 3` rounded)
+#: agree to about 1e-7; the column sums are then scaled to the rows' total.
+TRANSPORT_TOTAL_SLACK = 1e-6
+
 #: The relative slack of the float64 test `n * min_value <= total <= n *
 #: max_value` (`Simplex`'s set is not empty), up to the rounding of `n * bound`.
 FLOAT64_FEASIBILITY_SLACK = 1e-12

@@ -121,6 +121,26 @@ def threshold(x, total, axes=(-1,)):
     return cond(ops.all(settled), keep, sort_unsettled, operands)
 
 
+def simplex_projection(x, total, axes=(-1,)):
+    """The projection of each slice of `x` over `axes` onto `{z >= 0, sum(z) = total}`.
+
+    `max(x - theta, 0)`, with `theta` from `threshold`, found and subtracted
+    on `x - max(x)`: the shift lies in `[max(x) - total, max(x)]`
+    (Michelot's start, see `michelot_threshold`), so with large entries
+    `x - theta` would keep only the rounding of `theta` (ulp(1e9) = 64 in
+    float32; a slice of 1e9s came out all 0). The top entry is always in
+    the support, and the difference of two floats within a factor 2 of each
+    other is exact (Sterbenz 1974): after this shift the support is exact,
+    and the threshold is found, and subtracted, on numbers of the size of
+    `total`. An entry of `-inf` lies below every threshold and comes out 0
+    (`SparseSimplex` leaves entries out of the support so), as long as its
+    slice holds a finite entry.
+    """
+    v = x - ops.amax(x, axis=axes, keepdims=True)  # not ops.max: see _backend.py
+    shifted = v - threshold(v, total, axes)
+    return ops.where(shifted < 0, ops.zeros_like(shifted), shifted)  # NaN stays
+
+
 def bounded_shift(v, total, low, high):
     """The shift `tau` with `sum(clip(v - tau, low, high)) = total` for each row of `v`, as `(pivot, offset)`.
 
@@ -211,6 +231,111 @@ def bounded_threshold(v, total, low, high):
     """The shift `tau` with `sum(clip(v - tau, low, high)) = total` for each row of `v` (`bounded_shift`)."""
     pivot, offset = bounded_shift(v, total, low, high)
     return pivot + offset
+
+
+# ------------------------------------------------------ the weighted threshold
+
+
+def _stored(x):
+    """`x`'s rounded values read back from a sort, so that no compiled consumer recomputes them.
+
+    XLA turns a division by a constant into a product and fuses it into
+    each consumer, where LLVM contracts `x * c - m` into one FMA: the exact
+    product less `m`, not the rounded one. `s - max(s)` of the scores
+    `w / a` then left the top score at its rounding, 1e8 at 1e16 in float32,
+    not 0 (found by the property suite). A sort's output is a buffer of
+    rounded values, and a gather from it a load.
+    """
+    order = ops.argsort(x, axis=-1)
+    return ops.take_along_axis(ops.sort(x, axis=-1), ops.argsort(order, axis=-1), axis=-1)
+
+
+def weighted_bounded_shift(v, a, total, low, high):
+    """`(shifted, offset)` for the box section `sum(a * clip(v - tau * a, low, high)) = total`, per row.
+
+    `bounded_shift` for weights `a` (> 0, one row broadcast against the rows
+    of `v`), on the scores `s = v / a`: `x = clip(a * (s - tau), low, high)`,
+    whose breakpoints `s - low / a` and `s - high / a` are the scores shifted
+    by constants. Returns `shifted = s - pivot`, exact for the scores next to
+    the pivot (Sterbenz 1974), and `offset = tau - pivot`, of the size of
+    `(high - low) / a`; solved again on `shifted` where the scores are too
+    large for their breakpoints to keep the bounds' width.
+    """
+    s = _stored(v / a)
+    pivot, offset = _weighted_shift_once(s, a, total, low, high)
+    unit = UNIT_ROUNDOFF[keras.backend.standardize_dtype(s.dtype)]
+    width = (high - low) / ops.amax(a)  # the narrowest free interval of a score
+    coarse = ops.any(ops.abs(pivot) * unit > width * PIVOT_ROUNDING)
+
+    def again(v, a, pivot, offset, total, low, high):
+        near, offset = _weighted_shift_once(_stored(v / a) - pivot, a, total, low, high)
+        return pivot + near, offset  # `near` is a score of `s - pivot`: the sum is a score
+
+    def keep(v, a, pivot, offset, total, low, high):
+        return pivot + 0, offset + 0  # new tensors: torch.cond refuses a branch returning its input
+
+    # Under torch.compile every operand of the branches must be a tensor; `v`,
+    # not the scores, goes in (torch.compile's cond refused the layout of a gather).
+    operands = (v, a, pivot, offset, scalar(total, v), scalar(low, v), scalar(high, v))
+    pivot, offset = cond(coarse, again, keep, operands)
+    return s - pivot, offset
+
+
+def _weighted_shift_once(s, a, total, low, high):
+    """One solve of `weighted_bounded_shift`: a sort of the 2n breakpoints (Kiwiel 2008).
+
+    As `_bounded_shift_once`, with entry i moving at slope `a_i**2` between
+    its breakpoints `s_i - high / a_i` (it reaches `high`) and `s_i - low / a_i`
+    (it leaves `low`): the sum rises by `sum_free a**2 * gap` from one
+    breakpoint to the next, and a capped entry's rise goes back out for
+    `a_i * high`. The free slope is taken as 0 where no entry is free (the
+    count is exact, a sum of `+-a**2` is not).
+    """
+    n = s.shape[-1]
+    a = ops.broadcast_to(a, s.shape)
+    leaves, reaches = s - low / a, s - high / a
+    breaks = ops.concatenate([leaves, reaches], axis=-1)
+    order = ops.flip(ops.argsort(breaks, axis=-1), axis=-1)
+    b = ops.take_along_axis(breaks, order, axis=-1)
+    ones, zeros = ops.ones_like(s), ops.zeros_like(s)
+
+    def sorted_cumsum(first, second):
+        both = ops.concatenate([first, second], axis=-1)
+        return cumsum_last(ops.take_along_axis(both, order, axis=-1))
+
+    free = sorted_cumsum(ones, -ones)  # entered - capped, exact
+    slope = sorted_cumsum(a * a, -(a * a))
+    slope = ops.where(free > 0, clamp(slope, low=0.0), ops.zeros_like(slope))
+    capped = sorted_cumsum(zeros, a)  # the weight of the capped entries
+    steps = slope[..., :-1] * (b[..., :-1] - b[..., 1:])
+    rise = cumsum_last(ops.concatenate([ops.zeros_like(b[..., :1]), steps], axis=-1))
+    dropped = sorted_cumsum(zeros, a * a * (leaves - reaches))
+    weight = ops.sum(a, axis=-1, keepdims=True)
+    at_break = low * (weight - capped) + high * capped + (rise - dropped)
+    below = ops.sum(ops.cast(at_break < total, s.dtype), axis=-1, keepdims=True)
+    k = ops.cast(below, "int32")
+    upper = ops.take_along_axis(b, ops.maximum(k - 1, 0), axis=-1)
+    lower = ops.take_along_axis(b, ops.minimum(k, 2 * n - 1), axis=-1)
+    guess = (upper + lower) / 2
+    is_high = guess <= reaches
+    is_free = ops.logical_and(guess > reaches, guess < leaves)
+    is_low = guess >= leaves
+    lowest = ops.convert_to_tensor(-math.inf, dtype=s.dtype)
+    pivot = ops.amax(ops.where(is_free, s, lowest), axis=-1, keepdims=True)
+    crossing = ops.take_along_axis(order, ops.minimum(k, 2 * n - 1), axis=-1)
+    crossing = ops.take_along_axis(ops.concatenate([s, s], axis=-1), crossing, axis=-1)
+    n_free = ops.sum(ops.cast(is_free, s.dtype), axis=-1, keepdims=True)
+    pivot = ops.where(n_free > 0, pivot, crossing)
+
+    def total_of(mask, values):
+        return ops.sum(ops.where(mask, values, ops.zeros_like(values)), axis=-1, keepdims=True)
+
+    free_slope = total_of(is_free, a * a)
+    free_sum = total_of(is_free, a * a * (s - pivot))
+    bounded = low * total_of(is_low, a) + high * total_of(is_high, a)
+    offset = (free_sum + bounded - total) / safe_divisor(free_slope)
+    offset = ops.where(n_free > 0, offset, guess - pivot)  # tau = guess: the sum is flat
+    return pivot, clamp(offset, lower - pivot, upper - pivot)
 
 
 # ------------------------------------------------------ isotonic rows

@@ -162,6 +162,13 @@ def affine_rows(shape):
     return np.stack([np.ones(size), first, last, np.linspace(-1.0, 1.0, size)]), [1.0, 0, 0, 0.5]
 
 
+def polyhedron_rows(shape):
+    """One sum equality and three fixed random inequalities per unit: `(A, b, G, h)`."""
+    size = int(np.prod(shape[:-1]))
+    g = np.random.default_rng(2).normal(size=(3, size))
+    return np.ones((1, size)), [1.0], g, [0.5, -0.2, 0.3]
+
+
 def two_four_axis(shape):
     """The first input axis whose length is a multiple of 4 (Conv2D: the input channels), else None."""
     return next((a for a in fan_in(shape) if shape[a] % 4 == 0), None)

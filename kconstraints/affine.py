@@ -16,6 +16,8 @@ lists, so they survive `.keras` save and load.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from keras import ops
 
@@ -25,6 +27,7 @@ from kconstraints._checks import (
     check_full_row_rank,
     check_normal,
     check_number,
+    check_rank,
     check_slice_shape,
     check_system,
     resolve_axis,
@@ -33,7 +36,7 @@ from kconstraints._constants import MACHINE_EPSILON
 from kconstraints._registry import affine_rows, bayar_system, fan_in, fan_in_normal, register
 from kconstraints._tensors import Constant, mean, slices_as_rows, upcast
 
-__all__ = ["AffineSet", "CenterAround", "Halfspace", "Hyperplane"]
+__all__ = ["AffineSet", "CenterAround", "Halfspace", "Hyperplane", "Radial"]
 
 
 @register(
@@ -281,3 +284,87 @@ class AffineSet(_SliceAffine):
                 self._basis_matrix_t.as_dtype_of(rows)
             )
         return restore(rows - part if self._remove else x0 + part)
+
+
+def _rings(spatial):
+    """The taps of a kernel of `spatial` shape (flat, C order) grouped by distance to its centre.
+
+    Along an axis of n taps, tap i lies `(2 i - (n - 1)) / 2` from the centre
+    `(n - 1) / 2`: the doubled offsets are integers, so the squared distances
+    compare exactly. Rings in increasing distance, each in tap order. Plain
+    loops over ints: torch.compile traces them without a break.
+    """
+    rings = {}
+    for tap in range(math.prod(spatial)):
+        rest, doubled = tap, 0
+        for n in reversed(spatial):
+            rest, i = divmod(rest, n)
+            doubled += (2 * i - (n - 1)) ** 2
+        rings.setdefault(doubled, []).append(tap)
+    return [rings[d] for d in sorted(rings)]
+
+
+@register(
+    family="matrix",
+    convex=True,
+    exact=True,
+    summary=(
+        "Conv1D/2D/3D kernels equal on each ring of taps at one distance from the centre, "
+        "per (in, out) channel pair; exact: each ring's mean"
+    ),
+    # Conv kernels only: a Dense kernel has no taps.
+    examples=lambda shape: Radial() if 3 <= len(shape) <= 5 else None,
+    shape=(3, 3, 2, 4),
+    uses="radially symmetric (rotation-invariant) convolution filters",
+)
+class Radial(Constraint):
+    """Radial: the projection onto Conv kernels that are equal on each ring of taps around the centre.
+
+    For a Conv2D kernel `(rows, cols, in_channels, filters)`, taps `(i, j)`
+    and `(i', j')` share a ring when they lie at the same Euclidean distance
+    from the centre `((rows - 1) / 2, (cols - 1) / 2)`, i.e. have the same
+    `(2i - rows + 1)^2 + (2j - cols + 1)^2`. The set (the kernel equal on
+    each ring, for every (in, out) channel pair) is a subspace, so the
+    projection is exact and closed form: each entry becomes its ring's mean.
+    3x3: the centre, the 4 edge and the 4 corner taps; 5x5: six rings. Even
+    sizes have no centre tap: 2x2 is one ring, 4x4 the inner 4, the 8 taps
+    around them and the 4 corners. `rows != cols` works alike. Some rings
+    join taps of two patterns: (5, 0) and (3, 4) from the centre of an
+    11x11, (0.5, 3.5) and (2.5, 2.5) of an 8x8, (1, 0) and (0, 1) of a 3x5.
+    Conv1D `(width, in, out)`: the mirror pairs `i` and `width - 1 - i`;
+    Conv3D: spherical shells. A radial kernel comes back bit for bit; other
+    ranks are an error naming the shape.
+
+    tf.keras 2's `RadialConstraint` (gone from Keras 3) copied one tap onto
+    each square ring (one Chebyshev distance) of a square Conv2D kernel: not
+    a projection, and a smaller set up to 7x7 (3x3: the centre and the 8
+    taps around it equal).
+
+    Example:
+
+    >>> import numpy as np, keras, kconstraints
+    >>> k = np.array([[1.0, 2.0, 0.0], [4.0, 5.0, 6.0], [3.0, 0.0, 1.0]]).reshape(3, 3, 1, 1)
+    >>> out = kconstraints.Radial()(keras.ops.convert_to_tensor(k))
+    >>> keras.ops.convert_to_numpy(out)[:, :, 0, 0].astype(float).tolist()
+    [[1.25, 3.0, 1.25], [3.0, 5.0, 3.0], [1.25, 3.0, 1.25]]
+    """
+
+    def project(self, w):
+        shape = tuple(w.shape)
+        what = "a Conv1D/2D/3D kernel (*spatial, in_channels, filters)"
+        check_rank(self._owner, shape, what, low=3, high=5)
+        taps = ops.reshape(upcast(w), (math.prod(shape[:-2]), shape[-2] * shape[-1]))
+        out = [None] * taps.shape[0]
+        for ring in _rings(shape[:-2]):
+            # The mean as the first tap plus the mean offset from it: a ring of
+            # equal taps keeps them bit for bit. A static sum, no matmul (which
+            # XLA may run in TF32 on a GPU, see AffineSet).
+            first = level = taps[ring[0]]
+            if len(ring) > 1:
+                spread = taps[ring[1]] - first
+                for tap in ring[2:]:
+                    spread = spread + (taps[tap] - first)
+                level = first + spread / len(ring)
+            for tap in ring:
+                out[tap] = level
+        return ops.reshape(ops.stack(out), shape)

@@ -1,10 +1,12 @@
-"""Sparsity: at most k nonzeros per slice (magnitude pruning), and the N:M pattern.
+"""Sparsity: at most k nonzeros per slice (magnitude pruning), the N:M pattern, the sparse simplex.
 
-Both sets are unions of subspaces, not convex: their projection keeps the
-entries of largest magnitude and zeroes the rest. When several entries tie
-at the last magnitude kept, the one with the lower index in the slice (or
-group) wins, on every backend: the result never depends on how a backend's
-sort orders equal keys. For the axes, see `norm.py`.
+The sets are not convex. The first two are unions of subspaces: their
+projection keeps the entries of largest magnitude and zeroes the rest; the
+sparse simplex keeps the largest entries (by value) and projects them onto
+the simplex. When several entries tie at the last magnitude (value) kept,
+the one with the lower index in the slice (or group) wins, on every
+backend: the result never depends on how a backend's sort orders equal
+keys. For the axes, see `norm.py`.
 """
 
 from __future__ import annotations
@@ -21,15 +23,16 @@ from kconstraints._checks import (
     check_groups_fit,
     check_int,
     check_k_or_density,
+    check_number,
     check_one_axis,
     resolve_axis,
 )
 from kconstraints._constants import FLOAT64_PRODUCT_SLACK
-from kconstraints._kernels import keep_largest_in_rows
-from kconstraints._registry import register, two_four_axis
+from kconstraints._kernels import keep_largest, keep_largest_in_rows, simplex_projection
+from kconstraints._registry import fan_in, register, two_four_axis
 from kconstraints._tensors import slices_as_rows, upcast
 
-__all__ = ["NM", "TopK"]
+__all__ = ["NM", "SparseSimplex", "TopK"]
 
 
 def _count_for_density(density, n):
@@ -161,3 +164,64 @@ class NM(Constraint):
         rows, restore = slices_as_rows(x, (axis,))
         groups = ops.reshape(rows, (-1, self.m))
         return restore(ops.reshape(keep_largest_in_rows(groups, self.n), rows.shape))
+
+
+@register(
+    family="slice",
+    convex=False,
+    exact=True,
+    summary=(
+        "at most k nonzeros per slice, all >= 0 and summing to `total`: the k largest "
+        "entries projected onto the simplex (Kyrillidis et al. 2013)"
+    ),
+    examples=lambda shape: SparseSimplex(2, axis=fan_in(shape)),
+    uses="sparse mixture or attention weights: at most k nonzeros summing to 1",
+)
+class SparseSimplex(Constraint):
+    """Sparse simplex: the projection onto `{w : w_slice >= 0, sum(w_slice) = total, <= k nonzeros}`.
+
+    `P(w)` keeps the `k` largest entries of each slice (by value, not
+    magnitude: a large negative entry is never kept), projects those onto
+    the simplex `{z >= 0, sum(z) = total}` as `Simplex` does, and sets the
+    others to 0. That is the exact Euclidean projection (Kyrillidis, Becker,
+    Cevher & Koch 2013, "Sparse projections onto the simplex", ICML,
+    Theorem 1). Ties at the k-th value keep the entries of lower index in
+    the slice (C order), on every backend, as `TopK` does. The result may
+    have fewer than k nonzeros (the simplex step zeroes kept entries far
+    below the top); `k` equal to a slice's length is `Simplex`. Not convex.
+
+    Args:
+        k: the most nonzeros per slice (an int >= 1). It may not exceed the
+            length of a slice: that is an error naming both numbers when the
+            weight is first projected.
+        total: the sum of every slice (>= 0).
+        axis: the axes that form a slice: for a Dense kernel `(input_dim,
+            units)`, `axis=0` makes the incoming weights of each unit a
+            mixture of at most k inputs; for a Conv2D kernel `(rows, cols,
+            in_channels, filters)`, `axis=[0, 1, 2]` does it for each filter.
+            `None` is the whole tensor.
+
+    Example:
+
+    >>> import keras, kconstraints
+    >>> w = keras.ops.convert_to_tensor([[0.9, 0.2], [0.6, -1.0], [-2.0, 0.1], [0.5, 0.3]])
+    >>> out = kconstraints.SparseSimplex(2, axis=0)(w)
+    >>> keras.ops.convert_to_numpy(out).astype(float).round(3).tolist()
+    [[0.65, 0.45], [0.35, 0.0], [0.0, 0.0], [0.0, 0.55]]
+    """
+
+    def __init__(self, k, total=1.0, axis=0):
+        self.k = check_int(self._owner, "k", k, low=1)
+        self.total = check_number(self._owner, "total", total, low=0)
+        self.axis = check_axis(self._owner, "axis", axis)
+
+    def project(self, w):
+        x = upcast(w)
+        rows, restore = slices_as_rows(x, resolve_axis(self._owner, "axis", self.axis, x.shape))
+        check_count_fits(self._owner, self.k, rows.shape[-1], self.axis, tuple(x.shape))
+        if self.k < rows.shape[-1]:
+            # Kyrillidis et al. (2013), Thm 1: the support is among the k largest
+            # entries. The others, at -inf, lie below every threshold: they come out 0.
+            lowest = ops.convert_to_tensor(-math.inf, dtype=rows.dtype)
+            rows = ops.where(keep_largest(rows, self.k), rows, lowest)
+        return restore(simplex_projection(rows, self.total))

@@ -205,6 +205,9 @@ def violations(obj):
     Measured with each constraint's exact method (`Constraint.exact`), so a
     `SpectralNorm(method="power")` weight reports its true excess, not the
     excess its estimate sees.
+    A constraint whose projection is iterative may define `residual(w)`,
+    the largest violation of its own constraints (0 in the set), which is
+    reported instead: `Polyhedron`'s is `max(|A w - b|, G w - h, 0)`.
     Half-precision weights are compared in float32. A weight that holds a
     NaN or an infinity has no meaningful violation and is reported as NaN.
 
@@ -232,9 +235,14 @@ def violations(obj):
         elif not bool(ops.convert_to_numpy(ops.all(ops.isfinite(w)))):
             worst = math.nan
         else:
-            projected = ops.convert_to_tensor(exact_of(v.constraint)(w))
-            gap = ops.abs(upcast(w) - upcast(projected))
-            worst = float(ops.convert_to_numpy(ops.amax(gap)))  # not ops.max: see _backend.py
+            constraint = exact_of(v.constraint)
+            residual = getattr(constraint, "residual", None)
+            if callable(residual):  # a constraint that measures its own rows
+                worst = float(ops.convert_to_numpy(residual(w)))
+            else:
+                projected = ops.convert_to_tensor(constraint(w))
+                gap = ops.abs(upcast(w) - upcast(projected))
+                worst = float(ops.convert_to_numpy(ops.amax(gap)))  # not ops.max: see _backend.py
         out[_unique(v.path, out)] = worst
     return out
 

@@ -8,6 +8,8 @@ its constraint's set.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from tests.helpers import to_np
@@ -126,6 +128,101 @@ def bounded_simplex_ref(total, axis, low=0.0, high=None):
     return lambda w: per_slice(lambda v: bounded_simplex_vector(v, total, low, high), w, axis)
 
 
+def box_section_vector(v, a, total, low, high):
+    """clip(v - tau * a, low, high) with <a, z> = total: the sum checked at every breakpoint, O(n^2).
+
+    In the scores `v / a` less their largest, so that large entries keep
+    their differences (as `bounded_simplex_vector` shifts `v`).
+    """
+    a = np.asarray(a, "float64").ravel()
+    high = np.inf if high is None else high
+    if low == high:
+        return np.full_like(v, low)
+    s = v / a
+    s = s - np.max(s)
+
+    def mass(tau):
+        return a @ np.clip(a * (s - tau), low, high)
+
+    points = np.unique(np.concatenate([s - low / a, s - high / a]))
+    points = points[np.isfinite(points)]
+    sums = np.array([mass(p) for p in points])  # non-increasing along increasing points
+    if total >= sums[0]:
+        # Above the smallest breakpoint's sum: only without a cap, every entry free.
+        tau = points[0] if np.isfinite(high) else (a @ (a * s) - total) / (a @ a)
+        return np.clip(a * (s - tau), low, high)
+    if total <= sums[-1]:
+        return np.clip(a * (s - points[-1]), low, high)
+    j = np.nonzero(sums >= total)[0][-1]  # total lies between points j and j + 1
+    p, q = points[j], points[j + 1]
+    # Linear on [p, q]: its free entries, relative to the largest free score.
+    mid = (p + q) / 2
+    free = (s - high / a < mid) & (mid < s - low / a)
+    if not free.any():  # flat: the sums differ by their rounding only
+        return np.clip(a * (s - p), low, high)
+    pivot = np.max(s[free])
+    at_bounds = low * a[mid >= s - low / a].sum()
+    if np.isfinite(high):
+        at_bounds += high * a[mid <= s - high / a].sum()
+    tau = pivot + (a[free] ** 2 @ (s[free] - pivot) + at_bounds - total) / (a[free] @ a[free])
+    return np.clip(a * ((s - pivot) - (tau - pivot)), low, high)
+
+
+def box_section_ref(total, axis, weights, low=0.0, high=None):
+    """Each slice onto {low <= z <= high, <weights, z> = total}."""
+    return lambda w: per_slice(lambda v: box_section_vector(v, weights, total, low, high), w, axis)
+
+
+def box_section_cvxpy(v, a, total, low, high):
+    """The same projection as cvxpy's QP solution (Clarabel): an independent, less exact reference."""
+    import cvxpy as cp
+
+    z = cp.Variable(v.size)
+    a = np.asarray(a, "float64").ravel()
+    bounds = [z >= low, a @ z == total] + ([] if high is None else [z <= high])
+    cp.Problem(cp.Minimize(cp.sum_squares(z - v)), bounds).solve()
+    return z.value
+
+
+def l1_sphere_ref(radius, axis):
+    """Each slice onto {||z||_1 = radius}: the simplex projection of |v|, signs kept (+ for 0)."""
+
+    def vector(v):
+        if radius == 0:  # the sphere is the point 0
+            return np.zeros_like(v)
+        return np.where(v < 0, -1.0, 1.0) * simplex_vector(np.abs(v), radius)
+
+    return lambda w: per_slice(vector, w, axis)
+
+
+def l1_sphere_brute_force(v, radius):
+    """The nearest points of {||z||_1 = radius} to `v`, by enumerating the faces of the sphere.
+
+    A face is a sign pattern on a support (3^n of them): its relative
+    interior's nearest point to `v` is the projection onto the face's affine
+    hull `{z_i = 0 off the support, sum_support s_i z_i = radius}` when that
+    keeps the signs. The nearest point of the sphere lies in some face's
+    relative interior, so the best such candidate is it. Returns the
+    smallest distance and every candidate at that distance (ties at zeros).
+    """
+    best, points = np.inf, []
+    for signs in itertools.product((-1.0, 0.0, 1.0), repeat=v.size):
+        s = np.array(signs)
+        support = s != 0
+        if not support.any():
+            continue
+        z = np.zeros_like(v)
+        z[support] = v[support] - (s[support] @ v[support] - radius) / support.sum() * s[support]
+        if np.any(s[support] * z[support] < 0):
+            continue
+        d = float(np.linalg.norm(z - v))
+        if d < best - 1e-12:
+            best, points = d, [z]
+        elif d <= best + 1e-12:
+            points.append(z)
+    return best, points
+
+
 # ----------------------------------------------------------------- order
 
 
@@ -146,6 +243,30 @@ def monotonic_ref(axis, increasing=True):
     """Isotonic regression of each slice along `axis`."""
     sign = 1.0 if increasing else -1.0
     return lambda w: sign * np.apply_along_axis(pava, axis, sign * w)
+
+
+def unimodal_vector(v, peak=True):
+    """Unimodal regression by brute force over the splits (Stout 2008), float64.
+
+    For each m, PAV rising on `v[:m + 1]` and falling on `v[m + 1:]`; the
+    split of least squared error, the first one on ties. A valley is the
+    peak of `-v`, negated.
+    """
+    sign = 1.0 if peak else -1.0
+    v = sign * np.asarray(v, dtype="float64")
+    best, fit = np.inf, v
+    for m in range(v.size):
+        tail = -pava(-v[m + 1 :]) if m + 1 < v.size else v[:0]
+        z = np.concatenate([pava(v[: m + 1]), tail])
+        error = float(np.sum((z - v) ** 2))
+        if error < best:
+            best, fit = error, z
+    return sign * fit
+
+
+def unimodal_ref(axis, peak=True):
+    """Each slice along `axis` onto the sequences that rise then fall (`peak=False`: fall then rise)."""
+    return lambda w: np.apply_along_axis(unimodal_vector, axis, w, peak)
 
 
 # ---------------------------------------------------------------- matrices
@@ -338,6 +459,84 @@ def affine_set_ref(matrix, offset, axis):
     return lambda w: per_slice(lambda v: v - pinv @ (a @ v - b), w, axis)
 
 
+def radial_rings(spatial):
+    """For each tap of a kernel of `spatial` shape (flat, C order), the index of its ring:
+    the taps at one Euclidean distance from the centre `(n - 1) / 2` of every axis."""
+    grid = np.indices(spatial).reshape(len(spatial), -1).T
+    squared = np.sum((grid - (np.asarray(spatial) - 1) / 2) ** 2, axis=1)  # exact: half-integers
+    return np.unique(squared, return_inverse=True)[1].ravel()
+
+
+def radial_ref(w):
+    """Each (in, out) kernel of a Conv kernel `(*spatial, in, out)` onto the kernels equal on each
+    ring: the least-squares fit of the ring indicators (np.linalg.lstsq), not the means."""
+    ring = radial_rings(w.shape[:-2])
+    basis = np.eye(ring.max() + 1)[ring]  # (taps, rings)
+    flat = w.reshape(len(ring), -1)
+    return (basis @ np.linalg.lstsq(basis, flat, rcond=None)[0]).reshape(w.shape)
+
+
+def polyhedron_vector(v, a, b, g, h):
+    """The point of `{A z = b, G z <= h}` nearest `v`: cvxpy's QP (Clarabel), then polished.
+
+    The problem is solved scaled by `s = max(1, |v|)`, so that inputs of 1e30
+    meet data of size 1. Clarabel stops at about 1e-8 (an active row left
+    4e-8 inside), so its active rows, by their multipliers and then by their
+    slack, are solved as equalities by float64 least squares on the KKT
+    system; the first that is feasible with multipliers >= 0 (to 1e-12 and
+    1e-9), i.e. optimal, is the answer: exact to float64 rounding.
+    """
+    import cvxpy as cp
+
+    s = max(1.0, float(np.max(np.abs(v))))
+    n = v.size
+    a = np.zeros((0, n)) if a is None else np.asarray(a, "float64")
+    g = np.zeros((0, n)) if g is None else np.asarray(g, "float64")
+    b = np.broadcast_to(np.asarray(0.0 if b is None else b, "float64"), (len(a),)) / s
+    h = np.broadcast_to(np.asarray(0.0 if h is None else h, "float64"), (len(g),)) / s
+    v = v / s
+    z = cp.Variable(n)
+    rows = [a @ z == b] if len(a) else []
+    bound = g @ z <= h
+    tight = {k: 1e-10 for k in ("tol_gap_abs", "tol_gap_rel", "tol_feas", "tol_ktratio")}
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(z - v)), rows + ([bound] if len(g) else []))
+    problem.solve(solver="CLARABEL", **tight)
+    x = z.value
+    if not len(g):
+        return s * x
+    dual = np.asarray(bound.dual_value).ravel()
+    for active in (dual > 1e-7 * max(1.0, dual.max()), g @ x >= h - 1e-8):
+        c = np.vstack([a, g[active]])
+        kkt = np.block([[np.eye(n), c.T], [c, np.zeros((len(c), len(c)))]])
+        solution = np.linalg.lstsq(kkt, np.concatenate([v, b, h[active]]), rcond=None)[0]
+        polished = solution[:n]
+        feasible = np.all(g @ polished <= h + 1e-12) and np.allclose(a @ polished, b, atol=1e-12)
+        if feasible and _optimal(v - polished, a, g[active]):
+            return s * polished
+    return s * x
+
+
+def _optimal(gap, a, g):
+    """`gap = a^T nu + g^T mu` for some `nu` and `mu >= 0` (to 1e-10): KKT holds.
+
+    The multipliers of a degenerate vertex (more active rows than the
+    dimension) are not unique, so they are found by bounded least squares.
+    """
+    from scipy.optimize import lsq_linear
+
+    c = np.vstack([a, g]).T
+    if not c.size:
+        return np.linalg.norm(gap) <= 1e-10
+    low = np.r_[np.full(len(a), -np.inf), np.zeros(len(g))]
+    fit = lsq_linear(c, gap, bounds=(low, np.inf), tol=1e-14, lsmr_tol="auto")
+    return np.linalg.norm(c @ fit.x - gap) <= 1e-10 * max(1.0, np.linalg.norm(gap))
+
+
+def polyhedron_ref(a, b, g, h, axis):
+    """Each slice onto `{A z = b, G z <= h}` (`polyhedron_vector`); None for no rows."""
+    return lambda w: per_slice(lambda v: polyhedron_vector(v, a, b, g, h), w, axis)
+
+
 # ------------------------------------------------------- doubly stochastic
 
 
@@ -503,6 +702,32 @@ def n_m_ref(n, m, axis):
     return lambda w: per_slice(vector, w, axis)
 
 
+def sparse_simplex_vector(v, k, total):
+    """Kyrillidis et al. (2013), Thm 1: the k largest entries (ties: lower index) onto the simplex, 0 elsewhere."""
+    keep = np.argsort(-v, kind="stable")[:k]
+    out = np.zeros_like(v)
+    out[keep] = simplex_vector(v[keep], total)
+    return out
+
+
+def sparse_simplex_ref(k, total, axis):
+    """Each slice onto {z >= 0, sum(z) = total, at most k nonzeros}."""
+    return lambda w: per_slice(lambda v: sparse_simplex_vector(v, k, total), w, axis)
+
+
+def sparse_simplex_distance(v, k, total):
+    """The least squared distance from `v` to the sparse simplex, by brute force over every
+    support of 1 to k entries (the simplex projection on each): the theorem not assumed."""
+    best = np.inf
+    for size in range(1, k + 1):
+        for support in itertools.combinations(range(v.size), size):
+            inside = np.zeros(v.size, dtype=bool)
+            inside[list(support)] = True
+            z = simplex_vector(v[inside], total)
+            best = min(best, np.sum((v[inside] - z) ** 2) + np.sum(v[~inside] ** 2))
+    return best
+
+
 def _shift(v, total=1.0):
     """Duchi et al. (2008): the theta with sum(max(v - theta, 0)) = total, in float64.
 
@@ -517,22 +742,49 @@ def _shift(v, total=1.0):
     return top + (css[rho] - total) / (rho + 1)
 
 
-def doubly_stochastic_sweeps(iterations):
-    """DoublyStochastic's map in float64, written apart: `iterations` sweeps of dual block
-    ascent on `max(W - u_i - v_j, 0)`, then Altschuler, Weed & Rigollet's (2017) rounding."""
+def transport_sweeps(row_sums, col_sums, iterations):
+    """Transport's map in float64, written apart: `iterations` sweeps of dual block ascent on
+    `max(W - u_i - v_j, 0)`, then Altschuler, Weed & Rigollet's (2017) rounding (Alg. 2)."""
+    r = np.asarray(row_sums, dtype="float64")
+    c = np.asarray(col_sums, dtype="float64")
+    c = c * (r.sum() / c.sum())
 
     def fn(m):
         v = np.zeros(m.shape[1])
         for _ in range(iterations):
-            u = np.array([_shift(row) for row in m - v[None, :]])
-            v = np.array([_shift(col) for col in (m - u[:, None]).T])
+            u = np.array([_shift(row, t) for row, t in zip(m - v[None, :], r, strict=True)])
+            v = np.array([_shift(col, t) for col, t in zip((m - u[:, None]).T, c, strict=True)])
         p = np.maximum(m - u[:, None] - v[None, :], 0)
-        p = p / np.maximum(p.sum(axis=1, keepdims=True), 1)
-        p = p / np.maximum(p.sum(axis=0, keepdims=True), 1)
-        short_rows = np.maximum(1 - p.sum(axis=1), 0)
-        short_columns = np.maximum(1 - p.sum(axis=0), 0)
+        rows = p.sum(axis=1, keepdims=True)
+        p = np.where(rows > r[:, None], p / np.where(rows > 0, rows, 1) * r[:, None], p)
+        columns = p.sum(axis=0, keepdims=True)
+        p = np.where(columns > c[None, :], p / np.where(columns > 0, columns, 1) * c[None, :], p)
+        short_rows = np.maximum(r - p.sum(axis=1), 0)
+        short_columns = np.maximum(c - p.sum(axis=0), 0)
         total = short_rows.sum()
         return p + np.outer(short_rows, short_columns) / (total if total > 0 else 1.0)
+
+    return fn
+
+
+def doubly_stochastic_sweeps(iterations):
+    """DoublyStochastic's map in float64: `transport_sweeps` with every marginal 1."""
+    return lambda m: transport_sweeps(np.ones(m.shape[0]), np.ones(m.shape[1]), iterations)(m)
+
+
+def transport_qp(row_sums, col_sums):
+    """The Euclidean projection onto `{X >= 0, X 1 = r, X^T 1 = c}`: cvxpy's QP (Clarabel),
+    solved to tolerances of 1e-12."""
+
+    def fn(m):
+        import cvxpy as cp
+
+        x = cp.Variable(m.shape)
+        constraints = [x >= 0, cp.sum(x, axis=1) == row_sums, cp.sum(x, axis=0) == col_sums]
+        problem = cp.Problem(cp.Minimize(cp.sum_squares(x - m)), constraints)
+        tight = {k: 1e-12 for k in ("tol_gap_abs", "tol_gap_rel", "tol_feas", "tol_ktratio")}
+        problem.solve(solver="CLARABEL", **tight)
+        return x.value
 
     return fn
 

@@ -82,8 +82,11 @@ def test_the_benchmarks_own_tables_name_registry_variants(table):
 def test_case_builds_the_constraint_it_is_named_after(case, shape):
     constraint = case.make(shape)
     if constraint is None:
-        # Only square-matrix constraints (Symmetric, PSD) leave a kernel free.
-        assert case.family == "matrix" and shape[-1] != shape[-2], (case.name, shape)
+        # Only matrix constraints that refuse the kernel leave it free: the
+        # square-matrix ones (Symmetric, PSD) a tall one, Radial a Dense one.
+        assert case.family == "matrix", (case.name, shape)
+        with pytest.raises(ValueError):
+            project(case.make(SHAPES["conv2d"]), gaussian(shape))
         return
     assert case.name.partition("[")[0] == type(constraint).__name__
     w = gaussian(shape)
