@@ -53,6 +53,9 @@ class Case:
     feasible: Callable | None = None
     # Relative tolerance factor (iterative methods get more).
     factor: float = 64
+    # The backends on which this case's tests are `long` (tests/conftest.py):
+    # left out of the default run, run by `nox -s long`.
+    long_on: tuple = ()
 
     def __post_init__(self):
         if self.convex is None:
@@ -88,7 +91,11 @@ def _parameters(cls, fn):
     if getattr(fn, "convex_only", False):
         cases = [c for c in cases if c.convex and c.projection]
     if "case" in arguments:
-        return "case", cases, [str(c) for c in cases]
+        values = [
+            pytest.param(c, marks=pytest.mark.long_on(*c.long_on)) if c.long_on else c
+            for c in cases
+        ]
+        return "case", values, [str(c) for c in cases]
     return None
 
 
